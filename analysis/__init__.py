@@ -1,0 +1,1 @@
+"""clipvip analysis package."""

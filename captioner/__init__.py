@@ -1,0 +1,1 @@
+"""clipvip captioner package."""
