@@ -1,0 +1,156 @@
+"""CLIP-ViP model: CLIP with video proxy tokens and ViP-guided attention (Xue et al., ICLR 2023).
+
+Parameter names follow Hugging Face `CLIPModel` (`vision_model.*`, `text_model.*`, `visual_projection`,
+`text_projection`, `logit_scale`), plus `vision_model.embeddings.added_cls` (proxies) and
+`vision_model.embeddings.temporal_embedding` as in the official CLIP-ViP checkpoints, and `video_head.*`
+for the per-frame baselines.
+
+Public API:
+    ClipViPConfig, tiny_config          architecture (trainer.model_config)
+    CLIPViP(config)                      .encode_video(pixels[B,T,3,H,W]) / .encode_text(ids, mask)
+    from_pretrained(path, ...)           HF CLIP dir, OpenAI CLIP .pt, or CLIP-ViP checkpoint
+    save_pretrained(model, dir)          HF-style dir: config.json + model.safetensors
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.encoder import CLIPEncoder, init_clip_weights
+from trainer.heads import build_video_head
+from trainer.model_config import (
+    PER_FRAME_HEADS,
+    VIDEO_HEADS,
+    ClipViPConfig,
+    SeqTransfConfig,
+    TextConfig,
+    VisionConfig,
+    tiny_config,
+)
+from trainer.text import CLIPTextModel
+from trainer.vision import CLIPVisionViPModel
+
+__all__ = [
+    "CLIPViP",
+    "ClipViPConfig",
+    "PER_FRAME_HEADS",
+    "SeqTransfConfig",
+    "TextConfig",
+    "VIDEO_HEADS",
+    "VisionConfig",
+    "from_pretrained",
+    "save_pretrained",
+    "tiny_config",
+]
+
+
+class CLIPViP(nn.Module):
+    def __init__(self, config: ClipViPConfig) -> None:
+        super().__init__()
+        self.config = config
+        attention = "full" if config.video_head == "full" else "vip"
+        self.vision_model = CLIPVisionViPModel(
+            config.vision, config.effective_num_proxies, config.num_frames, attention
+        )
+        self.text_model = CLIPTextModel(config.text)
+        self.visual_projection = nn.Linear(config.vision.width, config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(config.text.width, config.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
+        self._init_random()
+        self.video_head = build_video_head(config)
+
+    def _init_random(self) -> None:
+        # Random init for from-scratch models; checkpoint loading overwrites all CLIP weights.
+        init_clip_weights(self.vision_model)
+        init_clip_weights(self.text_model)
+        init_clip_weights(self.visual_projection)
+        init_clip_weights(self.text_projection)
+        emb = self.vision_model.embeddings
+        with torch.no_grad():
+            emb.class_embedding.normal_(std=0.02)
+            if emb.num_proxies:
+                emb.added_cls.normal_()  # N(0, 1), as in CLIP-ViP
+            emb.temporal_embedding.zero_()
+
+    # ---- features -------------------------------------------------------------------------
+    def frame_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Per-frame projected features [B, T, D] (each frame encoded alone, as an image)."""
+        b, t = pixels.shape[:2]
+        pooled = self.vision_model(pixels.reshape(b * t, 1, *pixels.shape[2:]))
+        return self.visual_projection(pooled).view(b, t, -1)
+
+    def encode_video(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """pixels [B, T, 3, H, W] (CLIP-normalised) -> [B, D]; an image is T=1."""
+        if pixels.dim() == 4:
+            raise ValueError("encode_video expects [B, T, 3, H, W]; pass images as [B, 1, 3, H, W]")
+        if self.video_head is None:
+            feats = self.visual_projection(self.vision_model(pixels))
+        elif pixels.shape[1] == 1:
+            # A single frame/image: the per-frame feature itself (no temporal pooling to do).
+            feats = self.frame_features(pixels)[:, 0]
+        else:
+            feats = self.video_head(self.frame_features(pixels))
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """pixels [B, 3, H, W] -> [B, D] (same tower, T=1)."""
+        return self.encode_video(pixels.unsqueeze(1), normalize=normalize)
+
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, normalize: bool = True
+    ) -> torch.Tensor:
+        feats = self.text_projection(self.text_model(input_ids, attention_mask))
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    def forward(
+        self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        return {
+            "vis_features": self.encode_video(pixels),
+            "text_features": self.encode_text(input_ids, attention_mask),
+        }
+
+    # ---- training helpers -----------------------------------------------------------------
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for module in self.modules():
+            if isinstance(module, CLIPEncoder):
+                module.grad_checkpointing = enable
+
+    def no_weight_decay_names(self) -> set[str]:
+        """Parameters that conventionally get no weight decay (logit scale, embeddings tables, proxies)."""
+        names = {"logit_scale"}
+        for name, p in self.named_parameters():
+            if p.dim() < 2 or "embedding" in name or name.endswith("added_cls"):
+                names.add(name)
+        return names
+
+
+def from_pretrained(
+    path: str | Path,
+    num_proxies: int | None = None,
+    num_frames: int | None = None,
+    video_head: str | None = None,
+    **kwargs: Any,
+) -> CLIPViP:
+    """Load a local HF CLIP dir, an OpenAI CLIP `.pt`, a CLIP-ViP checkpoint, or a dir we saved.
+
+    None means "from the checkpoint, else the default" (3 proxies, 12 frames, "vip"). See
+    `trainer.weights.load_pretrained` for the keyword options (strict, map_location, ...).
+    """
+    from trainer.weights import load_pretrained
+
+    return load_pretrained(
+        path, num_proxies=num_proxies, num_frames=num_frames, video_head=video_head, **kwargs
+    )
+
+
+def save_pretrained(model: CLIPViP, out_dir: str | Path) -> Path:
+    """Write config.json (HF CLIP format + a "clipvip" entry) and model.safetensors."""
+    from trainer.weights import save_pretrained as _save
+
+    return _save(model, out_dir)
