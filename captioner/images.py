@@ -1,0 +1,25 @@
+"""Input contract shared by every captioner: a list of H x W x 3 uint8 RGB numpy arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_image(image: object, index: int = 0) -> np.ndarray:
+    """Validate one H x W x 3 uint8 RGB array; a clear ValueError names the offending item."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image {index}: expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"image {index}: expected H x W x 3 uint8 RGB, got shape {image.shape} dtype {image.dtype}"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image {index}: empty image of shape {image.shape}")
+    return image
+
+
+def check_images(images: object) -> list[np.ndarray]:
+    """Validate a whole batch before any work starts, so a bad item never wastes the others' compute."""
+    if not isinstance(images, (list, tuple)):
+        raise ValueError(f"expected a list of images, got {type(images).__name__}")
+    return [check_image(im, i) for i, im in enumerate(images)]

@@ -1,0 +1,39 @@
+"""Image preprocessing of OFA's caption task: RGB, bicubic resize to a square, normalise with mean = std = 0.5.
+
+We resize with PIL, not torch.nn.functional.interpolate: OFA applies torchvision's Resize to PIL images, which
+calls PIL's `resize(BICUBIC)` (a separable filter that also anti-aliases when shrinking), so PIL reproduces
+OFA's input exactly. `interpolate(mode="bicubic", antialias=True)` is close but not bit-identical, and the
+caption model was trained on PIL's output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from captioner.images import check_image
+
+
+def resize_uint8(image: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic (PIL) resize of an H x W x 3 uint8 image to size x size; the aspect ratio is not kept (as OFA)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    pil = Image.fromarray(np.ascontiguousarray(image))  # H x W x 3 uint8 is RGB
+    return np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC))
+
+
+def normalize(batch_uint8: torch.Tensor) -> torch.Tensor:
+    """[B, H, W, 3] or [B, 3, H, W] uint8 -> float32 (x/255 - 0.5)/0.5 (channels first)."""
+    x = batch_uint8
+    if x.shape[-1] == 3 and x.shape[1] != 3:
+        x = x.permute(0, 3, 1, 2)
+    return (x.float() / 255.0 - 0.5) / 0.5
+
+
+def preprocess(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """Validated, resized and normalised batch [B, 3, size, size] float32."""
+    resized = [resize_uint8(check_image(im, i), size) for i, im in enumerate(images)]
+    return normalize(torch.from_numpy(np.stack(resized)))
