@@ -1,0 +1,618 @@
+"""Downstream text-video retrieval data: annotation loaders, video lookup, frame decoding, train loader.
+
+Every loader reads a benchmark's public annotation format (HDVILA.md §2) and returns one canonical
+``RetrievalSet``: a list of videos, each with its texts. How the texts become queries is the ``mode``:
+
+- ``"sentence"``: one query per text (MSR-VTT 1k-A has exactly one; DiDeMo/ActivityNet in sentence mode
+  have several per video and are scored with the multi-caption protocol).
+- ``"paragraph"``: one query per video, the video's sentences joined with a space in annotation order
+  (CLIP4Clip / CLIP-ViP DiDeMo; ActivityNet paragraph-to-video on val_1).
+
+Videos are found by *stem* under a root directory (recursively), never by a fixed extension, because DiDeMo
+names mix ten extensions and some have none. A missing or undecodable video is reported and excluded with a
+count; it never crashes a run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import random
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["sentence", "paragraph"]
+DATASETS = ("msrvtt", "didemo", "lsmdc", "activitynet", "msvd")
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+# --------------------------------------------------------------------------------------------- records
+
+
+@dataclass
+class VideoEntry:
+    """One gallery video: ``key`` is the file stem looked up under the videos root."""
+
+    key: str
+    texts: list[str]
+    span: tuple[float, float] | None = None  # seconds within the file; None = the whole file
+
+
+@dataclass
+class RetrievalSet:
+    dataset: str
+    split: str
+    videos: list[VideoEntry]
+    mode: Mode = "sentence"
+    skipped: list[str] = field(default_factory=list)  # annotation rows dropped, with the reason
+
+    def queries(self) -> tuple[list[str], list[int]]:
+        """Query texts and, for each, the index of its video in ``self.videos``."""
+        texts: list[str] = []
+        owner: list[int] = []
+        for i, v in enumerate(self.videos):
+            if self.mode == "paragraph":
+                texts.append(join_paragraph(v.texts))
+                owner.append(i)
+            else:
+                texts.extend(v.texts)
+                owner.extend([i] * len(v.texts))
+        return texts, owner
+
+
+def join_paragraph(sentences: Sequence[str]) -> str:
+    """Sentences of one video joined with a single space, in annotation order (CLIP4Clip's join)."""
+    return " ".join(s.strip() for s in sentences if s.strip())
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _group(pairs: Sequence[tuple[str, str]]) -> list[VideoEntry]:
+    """Group (video key, text) pairs by video, keeping first-appearance order of videos and texts."""
+    by_key: dict[str, VideoEntry] = {}
+    for key, text in pairs:
+        entry = by_key.setdefault(key, VideoEntry(key=key, texts=[]))
+        entry.texts.append(text)
+    return list(by_key.values())
+
+
+# ------------------------------------------------------------------------------------ table reading
+
+
+def read_table(path: Path, *, header: bool | None = None) -> tuple[list[str] | None, list[list[str]]]:
+    """Rows of a delimited text file; sniffs ``,`` / ``;`` / tab, accepts a UTF-8 BOM and CRLF/CR newlines.
+
+    ``header=None`` treats the first row as a header when it contains no digit-bearing cell that looks like
+    data (MSR-VTT headers are ``key,vid_key,video_id,sentence`` or ``video_id``; LSMDC has none).
+    """
+    raw = Path(path).read_bytes().decode("utf-8-sig")
+    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    if not lines:
+        return None, []
+    first = lines[0]
+    delim = max(("\t", ";", ","), key=lambda d: (first.count(d), d == ","))
+    if first.count(delim) == 0:
+        delim = ","
+    rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delim))
+    rows = [[c.strip() for c in r] for r in rows]
+    if header is None:
+        header = not any(re.search(r"\d", c) for c in rows[0])
+    if header:
+        return [c.lower() for c in rows[0]], rows[1:]
+    return None, rows
+
+
+def _column(head: list[str] | None, name: str, default: int) -> int:
+    if head is not None and name in head:
+        return head.index(name)
+    return default
+
+
+# --------------------------------------------------------------------------------------------- MSR-VTT
+
+
+def load_msrvtt_test(csv_path: Path, split: str = "test") -> RetrievalSet:
+    """MSR-VTT 1k-A (``MSRVTT_JSFUSION_test.csv``: ``key,vid_key,video_id,sentence``), or our validation csv
+    in the same format. One sentence per row; rows of the same video are grouped."""
+    head, rows = read_table(Path(csv_path))
+    vcol, scol = _column(head, "video_id", 2), _column(head, "sentence", 3)
+    pairs, skipped = [], []
+    for n, r in enumerate(rows, start=2 if head else 1):
+        if len(r) <= max(vcol, scol) or not r[vcol] or not r[scol]:
+            skipped.append(f"{csv_path}:{n}: expected video_id and sentence columns, got {r!r}")
+            continue
+        pairs.append((Path(r[vcol]).stem, _clean(r[scol])))
+    return RetrievalSet("msrvtt", split, _group(pairs), "sentence", skipped)
+
+
+def load_msrvtt_train(ids_csv: Path, data_json: Path) -> RetrievalSet:
+    """MSR-VTT training videos (``MSRVTT_train.9k.csv``, column ``video_id``) with all their captions from
+    ``MSRVTT_data.json`` (``sentences[]``: ``video_id``, ``caption``); training samples one per step."""
+    head, rows = read_table(Path(ids_csv))
+    vcol = _column(head, "video_id", 0)
+    ids = [Path(r[vcol]).stem for r in rows if len(r) > vcol and r[vcol]]
+    data = json.loads(Path(data_json).read_text(encoding="utf-8-sig"))
+    captions: dict[str, list[str]] = {}
+    for s in data.get("sentences", []):
+        captions.setdefault(str(s["video_id"]), []).append(_clean(s["caption"]))
+    videos, skipped = [], []
+    for vid in dict.fromkeys(ids):
+        if captions.get(vid):
+            videos.append(VideoEntry(vid, captions[vid]))
+        else:
+            skipped.append(f"{vid}: no caption in {data_json}")
+    return RetrievalSet("msrvtt", "train", videos, "sentence", skipped)
+
+
+def load_msrvtt_captions(
+    data_json: Path, ids: Sequence[str] | None = None, split: str = "test"
+) -> RetrievalSet:
+    """All captions of ``ids`` (or of the json's videos whose ``split`` field matches) from
+    ``MSRVTT_data.json``: the multi-caption ("MSR-VTT full") protocol."""
+    data = json.loads(Path(data_json).read_text(encoding="utf-8-sig"))
+    if ids is None:
+        ids = [str(v["video_id"]) for v in data.get("videos", []) if v.get("split") == split]
+    wanted = dict.fromkeys(ids)
+    pairs = [(str(s["video_id"]), _clean(s["caption"])) for s in data.get("sentences", [])]
+    grouped = {v.key: v for v in _group([p for p in pairs if p[0] in wanted])}
+    videos = [grouped[k] for k in wanted if k in grouped]
+    skipped = [f"{k}: no caption" for k in wanted if k not in grouped]
+    return RetrievalSet("msrvtt", split, videos, "sentence", skipped)
+
+
+# --------------------------------------------------------------------------------------------- DiDeMo
+
+
+def load_didemo(json_path: Path, split: str = "test", mode: Mode = "paragraph") -> RetrievalSet:
+    """LocalizingMoments ``{train,val,test}_data.json``. Paragraph mode (the benchmark) joins a video's
+    descriptions; the span is the whole video ([0, 31] s in CLIP4Clip, i.e. every 5-s segment)."""
+    items = json.loads(Path(json_path).read_text(encoding="utf-8-sig"))
+    pairs, skipped = [], []
+    for n, it in enumerate(items):
+        video, desc = it.get("video"), it.get("description")
+        if not video or not isinstance(desc, str) or not desc.strip():
+            skipped.append(f"{json_path}[{n}]: missing video or description")
+            continue
+        # Names look like '<owner>_<id>_<secret>.mov'; 53 val names have no extension -> resolve by stem.
+        pairs.append((_strip_video_ext(str(video)), _clean(desc)))
+    return RetrievalSet("didemo", split, _group(pairs), mode, skipped)
+
+
+_VIDEO_EXTS = {
+    ".mp4", ".mov", ".avi", ".mpg", ".mpeg", ".m4v", ".3gp", ".wmv", ".3g2", ".mts", ".m2ts", ".mkv", ".webm",
+    ".flv",
+}  # fmt: skip
+
+
+def _strip_video_ext(name: str) -> str:
+    p = Path(name)
+    return p.stem if p.suffix.lower() in _VIDEO_EXTS else p.name
+
+
+# ---------------------------------------------------------------------------------------------- LSMDC
+
+
+def load_lsmdc(path: Path, split: str = "test") -> RetrievalSet:
+    """LSMDC (``LSMDC16_challenge_1000_publictect.csv`` for the 1k test, ``LSMDC16_annos_training.csv`` for
+    training): tab-separated despite the name, no header, 6 columns, clip id first and sentence last."""
+    _, rows = read_table(Path(path), header=False)
+    pairs, skipped = [], []
+    for n, r in enumerate(rows, start=1):
+        if len(r) < 2 or not r[0] or not r[-1]:
+            skipped.append(f"{path}:{n}: expected clip id ... sentence, got {r!r}")
+            continue
+        pairs.append((_strip_video_ext(r[0]), _clean(r[-1])))
+    return RetrievalSet("lsmdc", split, _group(pairs), "sentence", skipped)
+
+
+# ----------------------------------------------------------------------------------------- ActivityNet
+
+
+def load_activitynet(
+    json_path: Path, split: str = "val1", mode: Mode = "paragraph", ids_json: Path | None = None
+) -> RetrievalSet:
+    """ActivityNet Captions (``train.json`` / ``val_1.json``: ``{"v_<id>": {duration, timestamps,
+    sentences}}``). Paragraph mode joins the stripped sentences over the whole video ([0, duration])."""
+    data = json.loads(Path(json_path).read_text(encoding="utf-8-sig"))
+    keys = list(data)
+    if ids_json is not None:
+        keys = [k for k in json.loads(Path(ids_json).read_text(encoding="utf-8-sig")) if k in data]
+    videos, skipped = [], []
+    for k in keys:
+        rec = data[k]
+        sents = [_clean(s) for s in rec.get("sentences", []) if isinstance(s, str) and s.strip()]
+        if not sents:
+            skipped.append(f"{k}: no sentences")
+            continue
+        videos.append(VideoEntry(_strip_video_ext(k), sents))
+    return RetrievalSet("activitynet", split, videos, mode, skipped)
+
+
+# ----------------------------------------------------------------------------------------------- MSVD
+
+
+def load_msvd(captions_json: Path, list_txt: Path, split: str = "test") -> RetrievalSet:
+    """MSVD (``captions_msvd.json``: clip id -> captions; ``{split}_list.txt``): multi-caption protocol."""
+    caps = json.loads(Path(captions_json).read_text(encoding="utf-8-sig"))
+    ids = [ln.strip() for ln in Path(list_txt).read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    videos, skipped = [], []
+    for k in ids:
+        texts = [_clean(t) for t in caps.get(k, []) if str(t).strip()]
+        if texts:
+            videos.append(VideoEntry(k, texts))
+        else:
+            skipped.append(f"{k}: no caption")
+    return RetrievalSet("msvd", split, videos, "sentence", skipped)
+
+
+# ------------------------------------------------------------------------------------------ video files
+
+
+def index_videos(root: Path) -> dict[str, Path]:
+    """Map file stem -> path for every regular file under ``root`` (recursive). When two files share a stem
+    the one with a video extension, then the lexicographically first path, wins (deterministic)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"videos root {root} is not a directory")
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            for key in {p.stem, p.name}:
+                old = found.get(key)
+                if old is None or (p.suffix.lower() in _VIDEO_EXTS and old.suffix.lower() not in _VIDEO_EXTS):
+                    found[key] = p
+    return found
+
+
+@dataclass
+class Resolved:
+    videos: list[VideoEntry]
+    paths: list[Path]
+    missing: list[str]
+
+
+def resolve_videos(rset: RetrievalSet, root: Path, index: dict[str, Path] | None = None) -> Resolved:
+    """Keep the videos whose file exists under ``root``; the others are listed in ``missing``."""
+    index = index_videos(root) if index is None else index
+    videos, paths, missing = [], [], []
+    for v in rset.videos:
+        p = index.get(v.key)
+        if p is None:
+            missing.append(v.key)
+        else:
+            videos.append(v)
+            paths.append(p)
+    if missing:
+        log.warning("%s/%s: %d of %d videos not found under %s (excluded), e.g. %s", rset.dataset, rset.split,
+                    len(missing), len(rset.videos), root, missing[:3])  # fmt: skip
+    return Resolved(videos, paths, missing)
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+class VideoDecodeError(RuntimeError):
+    pass
+
+
+def uniform_indices(n: int, num_frames: int) -> list[int]:
+    """Evaluation sampling: ``floor(linspace(0, n-1, T))`` (frames repeat when n < T)."""
+    if n <= 0:
+        raise VideoDecodeError("video has no frames")
+    return [int(x) for x in np.floor(np.linspace(0, n - 1, num_frames))]
+
+
+def jittered_indices(n: int, num_frames: int, rng: random.Random) -> list[int]:
+    """Training sampling of CLIP-ViP: random start in [0, interval], random end in [n-1-interval, n-1] with
+    ``interval = int(n / (T-1))``, then ``int(linspace(start, end, T))``."""
+    if n <= 0:
+        raise VideoDecodeError("video has no frames")
+    if num_frames < 2:
+        return [rng.randint(0, n - 1)]
+    interval = int(n / (num_frames - 1))
+    start = rng.randint(0, min(interval, n - 1))
+    end = rng.randint(max(n - 1 - interval, start), n - 1)
+    return [int(x) for x in np.linspace(start, end, num_frames)]
+
+
+def _frame_times(path: Path, span: tuple[float, float] | None) -> tuple[int, list[int] | None]:
+    """Number of frames (packets carrying a picture) and, for a span, the positions inside it."""
+    with av.open(str(path)) as c:
+        if not c.streams.video:
+            raise VideoDecodeError("no video stream")
+        s = c.streams.video[0]
+        pts = [p.pts for p in c.demux(s) if p.size > 0 and p.pts is not None]
+    if not pts:
+        raise VideoDecodeError("no video packets")
+    if span is None:
+        return len(pts), None
+    tb = float(s.time_base) if s.time_base else 1.0
+    order = sorted(pts)  # presentation order; packets come in decode order when B-frames are on
+    start = order[0]
+    inside = [i for i, p in enumerate(order) if span[0] <= (p - start) * tb < span[1]]
+    return len(order), inside
+
+
+def decode_frames(
+    path: Path,
+    num_frames: int,
+    *,
+    span: tuple[float, float] | None = None,
+    rng: random.Random | None = None,
+) -> np.ndarray:
+    """``num_frames`` RGB frames (uint8 ``[T,H,W,3]``, native size) of ``path`` (within ``span`` seconds).
+
+    Uniform ``floor(linspace(0, n-1, T))`` positions, or CLIP-ViP's jittered training sampling when ``rng``
+    is given. Decodes sequentially with PyAV (no seeking, so frame-exact with B-frames); the frame count comes
+    from a cheap demux pass. If the decoder yields fewer frames than packets, positions are recomputed on
+    the decoded count. Raises ``VideoDecodeError`` on any failure.
+    """
+    try:
+        n, inside = _frame_times(Path(path), span)
+        positions = list(range(n)) if inside is None else inside
+        if not positions:
+            raise VideoDecodeError(f"no frame inside span {span}")
+        frames = _decode_positions(Path(path), positions, num_frames, rng)
+    except VideoDecodeError:
+        raise
+    except Exception as e:  # PyAV raises many error types for corrupt files
+        raise VideoDecodeError(f"{type(e).__name__}: {e}") from e
+    return np.stack(frames)
+
+
+def _decode_positions(path: Path, positions: list[int], num_frames: int, rng: random.Random | None) -> list:
+    pick = (lambda m: jittered_indices(m, num_frames, rng)) if rng is not None else (
+        lambda m: uniform_indices(m, num_frames))  # fmt: skip
+    wanted_local = pick(len(positions))
+    wanted = [positions[i] for i in wanted_local]
+    need = set(wanted)
+    got: dict[int, np.ndarray] = {}
+    decoded = 0
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        for i, frame in enumerate(c.decode(s)):
+            decoded = i + 1
+            if i in need:
+                got[i] = frame.to_ndarray(format="rgb24")
+            if i >= max(need):
+                break
+    if len(got) < len(need):
+        if decoded == 0:
+            raise VideoDecodeError("decoder produced no frame")
+        # Fewer decoded frames than packets (e.g. a truncated file): resample on what decodes.
+        log.warning("%s: %d packets but only %d frames decode; resampling", path, max(positions) + 1, decoded)
+        kept = [p for p in positions if p < decoded]
+        if not kept:
+            raise VideoDecodeError("no decodable frame in range")
+        return _decode_positions(path, kept, num_frames, rng)
+    return [got[i] for i in wanted]
+
+
+def preprocess(frames: np.ndarray, image_size: int) -> torch.Tensor:
+    """uint8 ``[T,H,W,3]`` -> float ``[T,3,S,S]``: squash-resize (bicubic, aspect not kept, as CLIP-ViP),
+    scale to [0,1], CLIP mean/std normalisation."""
+    out = np.empty((len(frames), image_size, image_size, 3), dtype=np.uint8)
+    for i, f in enumerate(frames):
+        img = Image.fromarray(f)
+        if img.size != (image_size, image_size):
+            img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
+        out[i] = np.asarray(img)
+    x = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def load_clip(
+    path: Path, num_frames: int, image_size: int, *, span=None, rng: random.Random | None = None
+) -> torch.Tensor:
+    """Decode + preprocess: ``[T,3,S,S]`` float tensor ready for ``model.encode_video``."""
+    return preprocess(decode_frames(path, num_frames, span=span, rng=rng), image_size)
+
+
+# ----------------------------------------------------------------------------------------- dataset config
+
+
+@dataclass
+class RetrievalDataConfig:
+    """Where a benchmark's files are and how to read them (one place for these defaults).
+
+    ``annotations`` names the files by role; the roles each dataset needs are listed in ``load_split``.
+    """
+
+    dataset: str = "msrvtt"
+    videos: str = ""  # root directory searched recursively by file stem
+    annotations: dict[str, str] = field(default_factory=dict)
+    mode: Mode | None = None  # None -> the benchmark's protocol (paragraph for didemo/activitynet)
+    num_frames: int = 12
+    image_size: int = 224
+    max_text_len: int = 50
+
+
+def default_mode(dataset: str) -> Mode:
+    return "paragraph" if dataset in ("didemo", "activitynet") else "sentence"
+
+
+def load_split(cfg: RetrievalDataConfig, split: str) -> RetrievalSet:
+    """Load ``split`` ("train", "val" or "test") of ``cfg.dataset`` from ``cfg.annotations``.
+
+    Roles: msrvtt ``train_ids``, ``data_json`` (train), ``val_csv``, ``test_csv`` (JSFusion format), or
+    ``test_ids`` + ``data_json`` for the multi-caption full test; didemo ``train_json``/``val_json``/
+    ``test_json``; lsmdc ``train_csv``/``val_csv``/``test_csv``; activitynet ``train_json``/``val_json``/
+    ``test_json`` (the benchmark's test is ``val_1.json``) with optional ``*_ids``; msvd ``captions_json`` +
+    ``{split}_list``.
+    """
+    a = cfg.annotations
+    ds = cfg.dataset.lower()
+    mode = cfg.mode or default_mode(ds)
+
+    def need(role: str) -> Path:
+        if not a.get(role):
+            raise ValueError(f"{ds} {split}: annotations.{role} is not set (have {sorted(a)})")
+        return Path(a[role])
+
+    if ds == "msrvtt":
+        if split == "train":
+            return load_msrvtt_train(need("train_ids"), need("data_json"))
+        if a.get(f"{split}_csv"):
+            return load_msrvtt_test(need(f"{split}_csv"), split)
+        _, rows = read_table(need(f"{split}_ids"))
+        return load_msrvtt_captions(need("data_json"), [Path(r[0]).stem for r in rows if r], split)
+    if ds == "didemo":
+        return load_didemo(need(f"{split}_json"), split, mode)
+    if ds == "lsmdc":
+        return load_lsmdc(need(f"{split}_csv"), split)
+    if ds == "activitynet":
+        ids = Path(a[f"{split}_ids"]) if a.get(f"{split}_ids") else None
+        return load_activitynet(need(f"{split}_json"), split, mode, ids)
+    if ds == "msvd":
+        return load_msvd(need("captions_json"), need(f"{split}_list"), split)
+    raise ValueError(f"unknown dataset {cfg.dataset!r}; expected one of {DATASETS}")
+
+
+def retrieval_config(obj: Any) -> RetrievalDataConfig:
+    """Accept a ``RetrievalDataConfig``, a mapping, or any object with the same attribute names."""
+    if isinstance(obj, RetrievalDataConfig):
+        return obj
+    if isinstance(obj, dict):
+        src = obj
+    else:
+        src = {k: getattr(obj, k) for k in RetrievalDataConfig.__dataclass_fields__ if hasattr(obj, k)}
+    known = {k: v for k, v in src.items() if k in RetrievalDataConfig.__dataclass_fields__}
+    cfg = RetrievalDataConfig(**known)
+    cfg.annotations = dict(cfg.annotations or {})
+    return cfg
+
+
+# -------------------------------------------------------------------------------------------- training
+
+
+class RetrievalTrainDataset(torch.utils.data.Dataset):
+    """One item per video: jittered frames and one caption drawn at random (MSR-VTT: 1 of 20 per step);
+    in paragraph mode the joined paragraph. A failing video yields ``None`` (dropped by the collate)."""
+
+    def __init__(self, rset: RetrievalSet, paths: list[Path], cfg: RetrievalDataConfig, seed: int) -> None:
+        self.rset, self.paths, self.cfg, self.seed = rset, paths, cfg, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.rset.videos)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, str] | None:
+        rng = random.Random(f"{self.seed}-{self.epoch}-{i}")  # same draw on every worker/rank
+        v = self.rset.videos[i]
+        text = join_paragraph(v.texts) if self.rset.mode == "paragraph" else rng.choice(v.texts)
+        try:
+            video = load_clip(self.paths[i], self.cfg.num_frames, self.cfg.image_size, span=v.span, rng=rng)
+        except VideoDecodeError as e:
+            log.warning("train: dropping %s (%s)", self.paths[i], e)
+            return None
+        return video, text, v.key
+
+
+class _Collate:
+    def __init__(self, tokenizer: Any, max_len: int) -> None:
+        self.tokenizer, self.max_len = tokenizer, max_len
+
+    def __call__(self, items: list) -> Any:
+        from trainer.data import Batch  # local: trainer.data imports this module's loader lazily too
+
+        items = [it for it in items if it is not None]
+        if not items:
+            return None
+        ids, mask = self.tokenizer([t for _, t, _ in items], self.max_len)
+        return Batch(
+            video=torch.stack([v for v, _, _ in items]),
+            text_ids=ids,
+            text_mask=mask,
+            image=None,
+            cap_ids=None,
+            cap_mask=None,
+            keys=[k for _, _, k in items],
+        )
+
+
+class RetrievalTrainLoader:
+    """Epoch-based loader over this rank's shard of the training videos; skips empty batches."""
+
+    def __init__(self, dataset: RetrievalTrainDataset, loader: torch.utils.data.DataLoader, sampler) -> None:
+        self.dataset, self.loader, self.sampler = dataset, loader, sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        for b in self.loader:
+            if b is not None:
+                yield b
+
+
+def build_train_loader(cfg: Any, tokenizer: Any, rank: int, world_size: int) -> RetrievalTrainLoader:
+    """Training loader for ``data.kind: retrieval``. Reads ``cfg.data.retrieval`` (a ``RetrievalDataConfig``
+    or mapping); per-rank batch = ``cfg.data.batch_size`` (falling back to global batch / world size)."""
+    data = cfg.data
+    rcfg = retrieval_config(getattr(data, "retrieval", None) or data)
+    rset = load_split(rcfg, "train")
+    res = resolve_videos(rset, Path(rcfg.videos))
+    if not res.videos:
+        raise FileNotFoundError(f"no training video of {rcfg.dataset} found under {rcfg.videos}")
+    log.info("train %s: %d videos (%d missing, %d annotation rows skipped)", rcfg.dataset, len(res.videos),
+             len(res.missing), len(rset.skipped))  # fmt: skip
+    ds = RetrievalTrainDataset(RetrievalSet(rset.dataset, "train", res.videos, rset.mode), res.paths, rcfg,
+                               int(getattr(cfg, "seed", 0)))  # fmt: skip
+    batch = _per_rank_batch(cfg, world_size)
+    sampler: torch.utils.data.DistributedSampler = torch.utils.data.DistributedSampler(
+        ds,
+        num_replicas=world_size,
+        rank=rank,
+        shuffle=True,
+        seed=int(getattr(cfg, "seed", 0)),
+        drop_last=False,
+    )
+    workers = int(getattr(data, "num_workers", 0) or 0)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=_Collate(tokenizer, rcfg.max_text_len),
+        drop_last=len(ds) >= batch * world_size,  # constant batch shape for gathered losses when possible
+        persistent_workers=False,
+    )
+    return RetrievalTrainLoader(ds, loader, sampler)
+
+
+def _per_rank_batch(cfg: Any, world_size: int) -> int:
+    data = cfg.data
+    for obj, name in ((data, "batch_size"), (cfg, "batch_size")):
+        if getattr(obj, name, None):
+            return int(getattr(obj, name))
+    for obj, name in ((data, "global_batch_size"), (cfg, "global_batch_size")):
+        if getattr(obj, name, None):
+            return max(1, int(getattr(obj, name)) // world_size)
+    raise ValueError("config has no batch size (data.batch_size or global_batch_size)")
