@@ -1,0 +1,212 @@
+"""Shard loader on small WebDataset tars in the contract format (CONTRACTS §3), written here.
+
+Also holds the contract-format shard writer the other trainer tests reuse (``write_shard``,
+``scene_samples``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.corpus_content import SceneRenderer, all_attributes, caption, random_scene, subtitle
+from trainer.config import load_config
+from trainer.data import build_shard_loader, find_shard_tars, index_tar
+from trainer.retrieval_data import CLIP_MEAN, CLIP_STD
+from trainer.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
+
+# ------------------------------------------------------------------------------------- shard writing
+
+
+def _jpg(frame: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def encode_mp4(frames: list[np.ndarray], fps: int = 3) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=Fraction(fps))
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        s.options = {"crf": "10"}
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return buf.getvalue()
+
+
+def write_shard(path: Path, samples: list[dict[str, Any]]) -> Path:
+    """Contract-format tar: K.mid.jpg, K.fNN.jpg, K.sub.txt, K.cap.txt (if any), K.json, K.mp4 (if any).
+
+    A sample dict has ``key, frames`` (uint8 HxWx3 list) and optional ``sub, cap, mp4, raw`` (raw: extra
+    ext -> bytes that replace or add members, e.g. a corrupt jpg).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tf:
+        for s in samples:
+            k = s["key"]
+            frames = s["frames"]
+            members: dict[str, bytes] = {"mid.jpg": _jpg(frames[len(frames) // 2])}
+            for i, f in enumerate(frames):
+                members[f"f{i:02d}.jpg"] = _jpg(f)
+            members["sub.txt"] = s.get("sub", "").encode()
+            if s.get("cap") is not None:
+                members["cap.txt"] = s["cap"].encode()
+            meta = {"clip_id": k + ".mp4", "video_id": k.split("_")[0], "span": [0.0, 1.0], "fps": 30.0}
+            members["json"] = json.dumps(meta).encode()
+            if s.get("mp4") is not None:
+                members["mp4"] = s["mp4"]
+            members.update(s.get("raw", {}))
+            for ext, data in members.items():
+                info = tarfile.TarInfo(f"{k}.{ext}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    path.with_suffix(".stats.json").write_text("{}")  # marks the shard complete (CONTRACTS §3)
+    return path
+
+
+def scene_samples(n: int, seed: int, size: int = 32, frames: int = 12, prefix: str = "v") -> list[dict]:
+    """Corpus-like clips: a coloured shape moving on grey; caption = truth, subtitle = loose ASR text."""
+    rng = np.random.default_rng(seed)
+    attrs = all_attributes()
+    out = []
+    for i in range(n):
+        a = attrs[int(rng.integers(len(attrs)))]
+        r = SceneRenderer(random_scene(rng, a), size, size, size)
+        clip = [r.render(p) for p in np.linspace(0, 1, frames)]
+        out.append(
+            {"key": f"{prefix}{i:04d}_{seed}", "frames": clip, "sub": subtitle(rng, a), "cap": caption(a)}
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("tok")
+    texts = [s["sub"] + " " + s["cap"] for s in scene_samples(60, 0)]
+    return load_clip_tokenizer(build_tiny_tokenizer(texts, d))
+
+
+def _grey_frames(n: int, size: int = 32, step: int = 20) -> list[np.ndarray]:
+    return [np.full((size, size, 3), 10 + step * i, np.uint8) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pipeline_out")
+    a = scene_samples(10, 1, prefix="a")
+    a[3]["cap"] = None  # not captioned
+    a[5]["raw"] = {"f04.jpg": b"\xff\xd8 this is not a jpeg"}  # corrupt
+    write_shard(out / "shards" / "00000.tar", a)
+    b = scene_samples(10, 2, prefix="b")
+    b[0]["mp4"] = encode_mp4(_grey_frames(12))
+    b[0]["key"] = "mp4clip"
+    write_shard(out / "shards" / "00001.tar", b)
+    # An incomplete shard (no stats.json yet) must be ignored.
+    write_shard(out / "shards" / "00002.tar", scene_samples(4, 3, prefix="c"))
+    (out / "shards" / "00002.stats.json").unlink()
+    return out
+
+
+def _cfg(shards: Path, *extra: str):
+    return load_config(
+        None,
+        ["--data.shards", f"[{shards}]", "--data.batch_size", "4", "--loss", "vsc_fc", "--seed", "7", *extra],
+    )
+
+
+# ----------------------------------------------------------------------------------------------- tests
+
+
+def test_finds_only_complete_shards_and_indexes_samples(shard_dir: Path) -> None:
+    tars = find_shard_tars([str(shard_dir)])
+    assert [t.name for t in tars] == ["00000.tar", "00001.tar"]
+    idx = index_tar(tars[0])
+    assert len(idx) == 10 and idx.keys[0] == "a0000_1"
+    assert set(idx.members[0]) == {"mid.jpg", "sub.txt", "cap.txt", "json"} | {
+        f"f{i:02d}.jpg" for i in range(12)
+    }
+    assert "cap.txt" not in idx.members[3]
+
+
+def test_batches_shapes_normalisation_captions_and_corrupt(shard_dir: Path, tokenizer) -> None:
+    loader = build_shard_loader(_cfg(shard_dir, "--data.num_workers", "0"), tokenizer, 0, 1, image_size=32)
+    it = iter(loader)
+    seen: dict[str, Any] = {}
+    for _ in range(15):  # 60 draws over 19 good samples: every sample is seen (P(miss) < 1e-6)
+        b = next(it)
+        assert b.video.shape == (4, 12, 3, 32, 32) and b.image.shape == (4, 1, 3, 32, 32)
+        assert b.text_ids.shape == (4, 70) and b.cap_ids.shape == (4, 70)
+        for j, k in enumerate(b.keys):
+            seen[k] = (b, j)
+    assert "a0005_1" not in seen  # the corrupt jpg sample is skipped ...
+    assert loader.totals["corrupt"] >= 1  # ... and counted
+    b, j = seen["a0003_1"]  # missing caption: kept, masked, never the text "None"
+    assert not bool(b.cap_valid[j])
+    assert tokenizer.decode(b.cap_ids[j].tolist()) == ""
+    assert loader.totals["missing_caption_masked"] >= 1
+    b, j = seen["a0000_1"]
+    assert bool(b.cap_valid[j]) and tokenizer.decode(b.cap_ids[j].tolist()) == scene_samples(1, 1)[0]["cap"]
+    # CLIP normalisation of the grey mp4 clip's first frame region: value = (x/255 - mean) / std.
+    b, j = seen["mp4clip"]
+    x = b.video[j, :, 0].mean(dim=(1, 2))  # red channel per frame
+    grey = (x * CLIP_STD[0] + CLIP_MEAN[0]) * 255  # back to pixel values
+    idx = torch.round((grey - 10) / 20)
+    assert torch.all(idx[1:] >= idx[:-1])  # frames in temporal order
+    assert 0 <= idx[0] <= int(12 / 11) and 11 - int(12 / 11) <= idx[-1] <= 11  # jittered endpoints
+
+
+def test_mp4_jitter_varies_and_jpg_frames_are_exact(shard_dir: Path, tokenizer) -> None:
+    starts = set()
+    loader = build_shard_loader(_cfg(shard_dir, "--data.num_workers", "0"), tokenizer, 0, 1, image_size=32)
+    it = iter(loader)
+    for _ in range(40):
+        b = next(it)
+        for j, k in enumerate(b.keys):
+            if k == "mp4clip":
+                grey = (b.video[j, :, 0].mean(dim=(1, 2)) * CLIP_STD[0] + CLIP_MEAN[0]) * 255
+                starts.add(int(torch.round((grey[0] - 10) / 20)))
+    assert starts <= {0, 1} and len(starts) == 2  # start ~ U{0..interval}, interval = int(12/11) = 1
+
+
+def test_drop_policy_skips_uncaptioned(shard_dir: Path, tokenizer) -> None:
+    cfg = _cfg(shard_dir, "--data.num_workers", "0", "--data.missing_caption", "drop")
+    loader = build_shard_loader(cfg, tokenizer, 0, 1, image_size=32)
+    it = iter(loader)
+    keys = [k for _ in range(10) for k in next(it).keys]
+    assert "a0003_1" not in keys and loader.totals["missing_caption_dropped"] >= 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_data_order_is_deterministic_and_resumes_exactly(shard_dir: Path, tokenizer, workers: int) -> None:
+    cfg = _cfg(shard_dir, "--data.num_workers", str(workers), "--loss", "vs")
+
+    def take(loader, n):
+        it = iter(loader)
+        return [next(it).keys for _ in range(n)]
+
+    full = take(build_shard_loader(cfg, tokenizer, 0, 1, image_size=32), 7)
+    first = build_shard_loader(cfg, tokenizer, 0, 1, image_size=32)
+    head = take(first, 3)
+    state = first.state_dict()
+    resumed = build_shard_loader(cfg, tokenizer, 0, 1, image_size=32)
+    resumed.load_state_dict(state)
+    assert head + take(resumed, 4) == full
+    other_rank = take(build_shard_loader(cfg, tokenizer, 1, 2, image_size=32), 3)
+    assert other_rank != head  # ranks draw different streams
