@@ -1,0 +1,38 @@
+"""Shared test fixtures: a small synthetic corpus (real H.264 files, fake content) for every area."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Nothing in the test suite may reach the network; transformers/hub must use local files only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pipeline.corpus import CorpusManifest, generate  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory: pytest.TempPathFactory) -> CorpusManifest:
+    """3 videos x 3 clips (320x240, 30 fps, ~11 s, GOP 250, B-frames) + a 4/2/2 MSR-VTT-format set.
+
+    Read-only for tests: copy what you need to modify. Truth: ``synthetic_corpus.load_truth()``.
+    """
+    return generate(
+        tmp_path_factory.mktemp("corpus"), videos=3, clips_per_video=3, seed=0, downstream_videos=(4, 2, 2)
+    )
+
+
+@pytest.fixture(scope="session")
+def synthetic_edge_corpus(tmp_path_factory: pytest.TempPathFactory) -> CorpusManifest:
+    """2 videos x 2 clips: video 0 has variable frame durations (VFR), video 1 a 90-degree display matrix."""
+    return generate(
+        tmp_path_factory.mktemp("edge_corpus"),
+        videos=2,
+        clips_per_video=2,
+        seed=1,
+        vfr_videos=1,
+        rotated_videos=1,
+        downstream_videos=(0, 0, 0),
+    )
