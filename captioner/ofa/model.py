@@ -83,11 +83,12 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
         self.scaling = (self.head_dim * scale_factor) ** -0.5
-        self.q_proj = nn.Linear(dim, dim)
+        # Registration order reproduces the official state_dict order.
+        self.c_attn = nn.Parameter(torch.ones(heads))  # NormFormer head scaling (--scale-heads)
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
+        self.q_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
-        self.c_attn = nn.Parameter(torch.ones(heads))  # NormFormer head scaling (--scale-heads)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -114,9 +115,9 @@ class EncoderLayer(nn.Module):
         d = cfg.embed_dim
         self.self_attn = Attention(d, cfg.heads, cfg.attn_scale_factor)
         self.self_attn_layer_norm = nn.LayerNorm(d)
-        self.attn_ln = nn.LayerNorm(d)
         self.fc1 = nn.Linear(d, cfg.ffn_dim)
         self.fc2 = nn.Linear(cfg.ffn_dim, d)
+        self.attn_ln = nn.LayerNorm(d)
         self.ffn_layernorm = nn.LayerNorm(cfg.ffn_dim)
         self.final_layer_norm = nn.LayerNorm(d)
 
@@ -132,14 +133,14 @@ class DecoderLayer(nn.Module):
         super().__init__()
         d = cfg.embed_dim
         self.self_attn = Attention(d, cfg.heads, cfg.attn_scale_factor)
-        self.self_attn_layer_norm = nn.LayerNorm(d)
         self.self_attn_ln = nn.LayerNorm(d)
+        self.cross_attn_ln = nn.LayerNorm(d)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
         self.encoder_attn = Attention(d, cfg.heads, cfg.attn_scale_factor)
         self.encoder_attn_layer_norm = nn.LayerNorm(d)
-        self.cross_attn_ln = nn.LayerNorm(d)
+        self.ffn_layernorm = nn.LayerNorm(cfg.ffn_dim)
         self.fc1 = nn.Linear(d, cfg.ffn_dim)
         self.fc2 = nn.Linear(cfg.ffn_dim, d)
-        self.ffn_layernorm = nn.LayerNorm(cfg.ffn_dim)
         self.final_layer_norm = nn.LayerNorm(d)
 
     def forward(

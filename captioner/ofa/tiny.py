@@ -39,6 +39,11 @@ def tiny_random_model(seed: int = 0) -> tuple[OFA, TinyTokenizer]:
         with torch.no_grad():
             # OFA zero-initialises the relative-position tables and sets c_attn to 1; perturb them so every
             # term of the attention bias (and the per-head gains) actually takes part.
+            # He-initialised convolutions (as torchvision's ResNet) keep image features from fading, so
+            # different images give different captions even untrained.
+            for module in model.modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    torch.nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             for name, p in model.named_parameters():
                 if "rel_pos_table" in name:
                     p.normal_(0.0, 0.5)
