@@ -96,8 +96,8 @@ def caption_files(cap: captioner.Captioner, paths: Sequence[Path], batch_size: i
                         captions[p] = (cap.caption([im])[0], None)
                     except Exception as e:  # noqa: BLE001 - recorded per item, the run goes on
                         captions[p] = (None, f"captioning failed: {type(e).__name__}: {e}")
-            for path, im, err in loaded:
-                yield (path, None, err) if im is None else (path, *captions[path])
+            for path, image, err in loaded:
+                yield (path, None, err) if image is None else (path, *captions[path])
             bar.update(len(chunk))
 
 
