@@ -1,0 +1,308 @@
+"""Driver-side streaming scheduler: shards flow decode -> caption -> write with a bounded window.
+
+Why Ray tasks + actors and not Ray Data: the unit of output, resume and failure is the *shard*
+(CONTRACTS §3: a shard is complete when its stats.json exists), and a shard needs its decode results,
+its captions and its writer to meet again. A windowed `ray.wait` loop over per-shard object refs keeps
+exactly that structure: at most `max_inflight` shards exist between the plan and the disk (memory stays
+bounded however large the corpus), decode tasks and captioner calls overlap, and a failure is handled
+for one shard without touching the others. docs/JOB.md has the longer argument.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError
+
+from jobs import caption_stages as stages
+from pipeline.plan import ExtractOptions, ShardSpec
+
+
+@dataclass
+class StreamConfig:
+    """Resources and limits of one streaming run (the one place for their defaults)."""
+
+    captioner: str = "ofa"
+    captioner_options: dict[str, Any] = field(default_factory=dict)
+    num_captioners: int = 1
+    captioner_cpus: float = 1.0  # per actor
+    captioner_gpus: float = 0.0  # per actor: 1 on GPU clusters
+    decode_cpus: float = 1.0  # per decode task
+    write_cpus: float = 1.0  # per writer task
+    max_inflight: int = 0  # shards between plan and disk; 0: derived from the cluster (see resolve)
+    max_retries: int = 3  # Ray retries of a task whose worker died
+    max_actor_restarts: int = 3  # restarts of a crashed captioner actor (its calls are retried)
+    max_actor_replacements: int = 4  # fresh actors started after one died for good
+    progress_every_s: float = 5.0
+
+    def resolve(self, cluster_cpus: float) -> StreamConfig:
+        """Check the request fits the cluster and fill in the derived window."""
+        if self.num_captioners < 1:
+            raise ValueError("num_captioners must be >= 1")
+        if self.decode_cpus <= 0 or self.write_cpus <= 0:
+            raise ValueError("decode_cpus and write_cpus must be > 0")
+        free = cluster_cpus - self.num_captioners * self.captioner_cpus
+        if free < max(self.decode_cpus, self.write_cpus):
+            raise ValueError(
+                f"the cluster has {cluster_cpus:g} CPUs; {self.num_captioners} captioner(s) x "
+                f"{self.captioner_cpus:g} CPU leave {free:g}, less than one decode task needs "
+                f"({self.decode_cpus:g}); lower --num-captioners / --captioner-cpus or add CPUs"
+            )
+        if self.max_inflight <= 0:
+            decoders = max(1, math.floor(free / self.decode_cpus))
+            # Enough shards to keep every decode slot busy while each captioner has one shard running
+            # and one queued, plus one being written.
+            self.max_inflight = decoders + 2 * self.num_captioners + 1
+        return self
+
+
+@dataclass
+class Progress:
+    """Counts for the live progress line and the summary."""
+
+    total_clips: int  # clips in the plan
+    todo_clips: int  # clips of the shards this run has to do
+    done_clips: int = 0
+    failed_clips: int = 0
+    done_shards: int = 0
+    todo_shards: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _last_print: float = 0.0
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done_clips / elapsed if elapsed > 0 else 0.0
+
+    def line(self) -> str:
+        rate = self.rate()
+        left = self.todo_clips - self.done_clips
+        eta = _hms(left / rate) if rate > 0 else "?"
+        skipped = self.total_clips - self.todo_clips
+        pct = 100.0 * self.done_clips / self.todo_clips if self.todo_clips else 100.0
+        return (
+            f"[caption-job] clips {self.done_clips}/{self.todo_clips} ({pct:.1f}%)"
+            f" | {rate:.2f} clips/s | failed {self.failed_clips}"
+            f" | shards {self.done_shards}/{self.todo_shards}"
+            + (f" | {skipped} clips already done" if skipped else "")
+            + f" | ETA {eta}"
+        )
+
+    def maybe_print(self, every_s: float, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_print >= every_s:
+            self._last_print = now
+            print(self.line(), flush=True)
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+@dataclass
+class _Shard:
+    spec: ShardSpec
+    results: ray.ObjectRef | None = None
+    middles: ray.ObjectRef | None = None
+    captions: ray.ObjectRef | None = None
+    salvaged: bool = False
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class StreamResult:
+    captioner_id: str
+    written: list[dict[str, Any]]  # stats of every shard written by this run
+    unwritten: dict[int, str]  # shard -> why it could not be written
+    decode_salvaged: int = 0  # shards re-decoded clip by clip after their task kept failing
+    caption_salvaged: int = 0  # shards re-captioned clip by clip after their call kept failing
+    actors_replaced: int = 0
+
+
+class _CaptionerPool:
+    """A fixed-size pool of captioner actors; each call goes to the actor with the fewest pending calls.
+    A crashed actor is restarted by Ray (its calls retried); one that died for good is replaced."""
+
+    def __init__(self, cfg: StreamConfig) -> None:
+        self.cfg = cfg
+        self._cls = ray.remote(stages.CaptionerWorker).options(
+            num_cpus=cfg.captioner_cpus,
+            num_gpus=cfg.captioner_gpus,
+            max_restarts=cfg.max_actor_restarts,
+            max_task_retries=cfg.max_retries,
+        )
+        self.actors = [self._new() for _ in range(cfg.num_captioners)]
+        self.pending = [0] * len(self.actors)
+        self.replaced = 0
+        # Loads every model now, so a bad checkpoint fails the job before any decoding starts.
+        ids = ray.get([a.captioner_id.remote() for a in self.actors])
+        self.captioner_id = ids[0]
+
+    def _new(self) -> Any:
+        return self._cls.remote(self.cfg.captioner, self.cfg.captioner_options)
+
+    def submit(self, middles: Any) -> tuple[ray.ObjectRef, int]:
+        slot = min(range(len(self.actors)), key=self.pending.__getitem__)
+        self.pending[slot] += 1
+        return self.actors[slot].caption.remote(middles), slot
+
+    def done(self, slot: int) -> None:
+        self.pending[slot] -= 1
+
+    def failed(self, slot: int, error: BaseException) -> None:
+        if isinstance(error, ActorDiedError) and self.replaced < self.cfg.max_actor_replacements:
+            self.replaced += 1
+            print(
+                f"[caption-job] captioner actor {slot} died for good ({stages._reason(error)}); replacing it",
+                flush=True,
+            )
+            ray.kill(self.actors[slot], no_restart=True)
+            self.actors[slot] = self._new()
+            self.pending[slot] = 0
+
+
+def run_stream(
+    out: str,
+    specs: Iterator[ShardSpec],
+    videos_root: str,
+    options: ExtractOptions,
+    subtitles: Mapping[str, str] | None,
+    cfg: StreamConfig,
+    progress: Progress,
+    on_shard_written: Callable[[dict[str, Any]], None] | None = None,
+) -> StreamResult:
+    """Push every shard of `specs` through decode -> caption -> write; returns when all are settled."""
+    decode = ray.remote(stages.decode).options(
+        num_cpus=cfg.decode_cpus, num_returns=2, max_retries=cfg.max_retries
+    )
+    decode_one = ray.remote(stages.decode).options(num_cpus=cfg.decode_cpus, num_returns=2, max_retries=1)
+    collect = ray.remote(stages.collect_clip_decodes).options(
+        num_cpus=0, num_returns=2, max_retries=cfg.max_retries
+    )
+    collect_caps = ray.remote(stages.collect_clip_captions).options(num_cpus=0, max_retries=cfg.max_retries)
+    write = ray.remote(stages.write).options(num_cpus=cfg.write_cpus, max_retries=cfg.max_retries)
+    pool = _CaptionerPool(cfg)
+    result = StreamResult(pool.captioner_id, [], {})
+    subs_ref = ray.put(subtitles) if subtitles is not None else None
+
+    # ref -> (shard, stage, extra); stages: decode, caption (extra: actor slot), salvage-caption (slots), write
+    waiting: dict[ray.ObjectRef, tuple[_Shard, str, Any]] = {}
+    inflight = 0
+    exhausted = False
+
+    def start_decode(sh: _Shard) -> None:
+        sh.results, sh.middles = decode.remote(sh.spec, videos_root, options, subs_ref)
+        waiting[sh.middles] = (sh, "decode", None)
+
+    def start_caption(sh: _Shard) -> None:
+        ref, slot = pool.submit(sh.middles)
+        waiting[ref] = (sh, "caption", slot)
+
+    def start_write(sh: _Shard) -> None:
+        ref = write.remote(out, sh.spec, sh.results, sh.captions, options, sh.started)
+        sh.middles = None  # the captions are done: let the object store free the native frames
+        waiting[ref] = (sh, "write", None)
+
+    while True:
+        while not exhausted and inflight < cfg.max_inflight:
+            spec = next(specs, None)
+            if spec is None:
+                exhausted = True
+                break
+            inflight += 1
+            start_decode(_Shard(spec))
+        if not waiting:
+            break
+        ready, _ = ray.wait(list(waiting), num_returns=1, timeout=cfg.progress_every_s)
+        for ref in ready:
+            sh, stage, extra = waiting.pop(ref)
+            try:
+                value = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - every failure is handled per shard below
+                value, error = None, e
+            else:
+                error = None
+
+            if stage == "decode":
+                if error is None:
+                    start_caption(sh)
+                elif not sh.salvaged:
+                    # The shard's task failed even after Ray's retries (e.g. a decoder crash that kills
+                    # the worker every time): decode each clip in its own task so only the culprit fails.
+                    sh.salvaged = True
+                    result.decode_salvaged += 1
+                    print(
+                        f"[caption-job] shard {sh.spec.index}: decode failed ({stages._reason(error)}); "
+                        "decoding its clips one by one",
+                        flush=True,
+                    )
+                    clip_refs = [
+                        tuple(
+                            decode_one.remote(ShardSpec(sh.spec.index, [row]), videos_root, options, subs_ref)
+                        )
+                        for row in sh.spec.rows
+                    ]
+                    sh.results, sh.middles = collect.remote(sh.spec, clip_refs)
+                    waiting[sh.middles] = (sh, "decode", None)
+                else:
+                    _give_up(sh, f"decode: {stages._reason(error)}", result, progress)
+                    inflight -= 1
+            elif stage == "caption":
+                pool.done(extra)
+                if error is None:
+                    sh.captions = ref
+                    start_write(sh)
+                else:
+                    pool.failed(extra, error)
+                    result.caption_salvaged += 1
+                    print(
+                        f"[caption-job] shard {sh.spec.index}: captioning failed ({stages._reason(error)}); "
+                        "captioning its clips one by one",
+                        flush=True,
+                    )
+                    # One call per clip, so a clip whose image crashes the captioner fails alone.
+                    middles = ray.get(sh.middles)
+                    calls = [pool.submit({k: img}) for k, img in middles.items()]
+                    ref = collect_caps.remote(list(middles), [c for c, _ in calls])
+                    waiting[ref] = (sh, "salvage-caption", [slot for _, slot in calls])
+            elif stage == "salvage-caption":
+                for slot in extra:
+                    pool.done(slot)
+                if error is None:
+                    sh.captions = ref
+                    start_write(sh)
+                else:
+                    _give_up(sh, f"caption: {stages._reason(error)}", result, progress)
+                    inflight -= 1
+            elif stage == "write":
+                inflight -= 1
+                if error is None:
+                    result.written.append(value)
+                    _count(sh.spec, value, progress)
+                    if on_shard_written is not None:
+                        on_shard_written(value)
+                else:
+                    _give_up(sh, f"write: {stages._reason(error)}", result, progress)
+            progress.maybe_print(cfg.progress_every_s)
+        progress.maybe_print(cfg.progress_every_s)
+    progress.maybe_print(0, force=True)
+    result.actors_replaced = pool.replaced
+    return result
+
+
+def _count(spec: ShardSpec, stats: Mapping[str, Any], progress: Progress) -> None:
+    progress.done_clips += len(spec.rows)
+    progress.done_shards += 1
+    progress.failed_clips += int(stats.get("failed", 0))
+
+
+def _give_up(sh: _Shard, reason: str, result: StreamResult, progress: Progress) -> None:
+    """A shard that cannot be written stays incomplete: the job reports it and a resubmit retries it."""
+    result.unwritten[sh.spec.index] = reason
+    print(f"[caption-job] shard {sh.spec.index} NOT written: {reason}", file=sys.stderr, flush=True)
