@@ -55,7 +55,9 @@ _VFR_DURATIONS = (2400, 3000, 3000, 3000, 3750, 4500)
 # A span bound closer than this to a frame time, or a middle point with a runner-up frame closer
 # than this, would make the truth depend on float rounding; the planner never produces one.
 _MARGIN = Fraction(1, 1000)
-_MIN_EDGE_FRAMES = 6  # frames of background before the first clip and after the last
+_MIN_EDGE_FRAMES = 6
+_AUDIO_RATE = 48000
+_AUDIO_FRAME = 1024  # frames of background before the first clip and after the last
 # Random-stream domains, so changing one part of the config does not reshuffle the others.
 _RNG_IDS, _RNG_VIDEO, _RNG_DOWNSTREAM = 1, 2, 3
 # The layouts and files the generator owns inside DIR (removed by overwrite=True, nothing else).
@@ -85,6 +87,7 @@ class CorpusConfig:
     downstream_sentences: int = 5  # per video in MSRVTT_data.json; csv rows use the first
     rotated_videos: int = 0  # the last N videos carry a 90-degree display matrix
     vfr_videos: int = 0  # the first N videos have variable frame durations
+    audio_videos: int = 0  # the first N videos (and their clips) also have an AAC track, as stream 0
 
     def validate(self) -> None:
         if self.videos < 0 or self.clips_per_video < 1:
@@ -104,8 +107,9 @@ class CorpusConfig:
             raise ValueError("downstream_videos must be three counts (train, val, test) >= 0")
         if self.downstream_seconds <= 0 or self.downstream_sentences < 1:
             raise ValueError("need downstream_seconds > 0 and downstream_sentences >= 1")
-        if not 0 <= self.rotated_videos <= self.videos or not 0 <= self.vfr_videos <= self.videos:
-            raise ValueError("rotated_videos and vfr_videos must be between 0 and videos")
+        for name in ("rotated_videos", "vfr_videos", "audio_videos"):
+            if not 0 <= getattr(self, name) <= self.videos:
+                raise ValueError(f"{name} must be between 0 and videos ({self.videos})")
 
     @property
     def fps_fraction(self) -> Fraction:
@@ -153,11 +157,19 @@ class VideoPlan:
     time_base: Fraction
     vfr: bool
     rotation: int  # display matrix rotation (counter-clockwise degrees, as av.VideoFrame.rotation)
+    audio: bool
     idle: Scene  # background shown between clips
     clips: list[ClipPlan]
 
     def time(self, index: int) -> Fraction:
         return self.pts[index] * self.time_base
+
+    def audio_seconds(self, first: int, end: int) -> float | None:
+        """Length of frames [first, end) (the last frame lasts as long as the one before it)."""
+        if not self.audio:
+            return None
+        last = self.time(end - 1) + (self.time(end - 1) - self.time(end - 2) if end - first > 1 else 0)
+        return float(last - self.time(first))
 
 
 def format_timestamp(ms: int) -> str:
@@ -255,7 +267,8 @@ def _plan_video(cfg: CorpusConfig, index: int, video_id: str) -> VideoPlan:
     if total > max_frames:
         raise RuntimeError(f"planner overflow: {total} > {max_frames} frames")
     idle = random_scene(rng, attributes[0])
-    return VideoPlan(video_id, pts[:total], time_base, vfr, rotation, idle, clips)
+    audio = index < cfg.audio_videos
+    return VideoPlan(video_id, pts[:total], time_base, vfr, rotation, audio, idle, clips)
 
 
 # ---- rendering and encoding ----------------------------------------------------------------------
@@ -300,11 +313,17 @@ def encode_video(
     *,
     rate: Fraction | None = None,
     rotation: int = 0,
+    audio_seconds: float | None = None,
 ) -> int:
-    """Encode RGB frames (coded orientation) to an H.264 mp4 at `path`, atomically; returns frame count."""
+    """Encode RGB frames (coded orientation) to an H.264 mp4 at `path`, atomically; returns frame count.
+
+    With `audio_seconds`, an AAC tone of that length is added as stream 0, before the video stream.
+    """
     tmp = path.with_name(path.name + ".tmp")
     count = 0
     with av.open(str(tmp), "w", format="mp4") as container:
+        # Every stream must exist before the first packet is muxed (the header is written then).
+        audio = container.add_stream("aac", rate=_AUDIO_RATE) if audio_seconds is not None else None
         stream = container.add_stream(
             "libx264",
             rate=rate,
@@ -330,8 +349,24 @@ def encode_video(
             container.mux(stream.encode(frame))
             count += 1
         container.mux(stream.encode(None))
+        if audio is not None and audio_seconds is not None:
+            _encode_tone(container, audio, audio_seconds)
     tmp.replace(path)
     return count
+
+
+def _encode_tone(container: Any, stream: Any, seconds: float) -> None:
+    """Mux a quiet 440 Hz tone (mono, 48 kHz): real videos have sound, and a stream 0 that isn't video."""
+    total = round(seconds * _AUDIO_RATE)
+    for start in range(0, total, _AUDIO_FRAME):
+        n = min(_AUDIO_FRAME, total - start)
+        t = (start + np.arange(n)) / _AUDIO_RATE
+        samples = (0.1 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)[None, :]
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = _AUDIO_RATE
+        frame.pts = start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
 
 
 # ---- truth -----------------------------------------------------------------------------------------
@@ -387,6 +422,7 @@ def _video_truth(cfg: CorpusConfig, plan: VideoPlan) -> dict[str, Any]:
         "coded_width": coded[0],
         "coded_height": coded[1],
         "rotation": plan.rotation,
+        "audio": plan.audio,
         "gop": cfg.gop,
         "bframes": cfg.bframes,
         "clip_ids": [c.clip_id for c in plan.clips],
@@ -519,6 +555,7 @@ def generate_from_config(out: Path, cfg: CorpusConfig, *, overwrite: bool = Fals
             cfg,
             rate=rate,
             rotation=plan.rotation,
+            audio_seconds=plan.audio_seconds(0, len(plan.pts)),
         )
         clip_dir = out / "clips" / plan.video_id
         clip_dir.mkdir()
@@ -532,6 +569,7 @@ def generate_from_config(out: Path, cfg: CorpusConfig, *, overwrite: bool = Fals
                 cfg,
                 rate=rate,
                 rotation=plan.rotation,
+                audio_seconds=plan.audio_seconds(clip.first, clip.end),
             )
         done += len(plan.pts)
         elapsed = time.monotonic() - started
@@ -636,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--downstream-sentences", type=int, default=d.downstream_sentences)
     p.add_argument("--rotated-videos", type=int, default=d.rotated_videos)
     p.add_argument("--vfr-videos", type=int, default=d.vfr_videos)
+    p.add_argument("--audio-videos", type=int, default=d.audio_videos)
     p.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -659,6 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             downstream_sentences=args.downstream_sentences,
             rotated_videos=args.rotated_videos,
             vfr_videos=args.vfr_videos,
+            audio_videos=args.audio_videos,
         )
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

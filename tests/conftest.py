@@ -26,7 +26,8 @@ def synthetic_corpus(tmp_path_factory: pytest.TempPathFactory) -> CorpusManifest
 
 @pytest.fixture(scope="session")
 def synthetic_edge_corpus(tmp_path_factory: pytest.TempPathFactory) -> CorpusManifest:
-    """2 videos x 2 clips: video 0 has variable frame durations (VFR), video 1 a 90-degree display matrix."""
+    """2 videos x 2 clips: video 0 has variable frame durations (VFR) and an AAC track as stream 0
+    (video is stream 1), video 1 a 90-degree display matrix (coded 240x320, displayed 320x240)."""
     return generate(
         tmp_path_factory.mktemp("edge_corpus"),
         videos=2,
@@ -34,5 +35,6 @@ def synthetic_edge_corpus(tmp_path_factory: pytest.TempPathFactory) -> CorpusMan
         seed=1,
         vfr_videos=1,
         rotated_videos=1,
+        audio_videos=1,
         downstream_videos=(0, 0, 0),
     )

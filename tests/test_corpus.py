@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import decord
 import numpy as np
 import pytest
 from PIL import Image
@@ -150,6 +151,8 @@ def check_truth(manifest: CorpusManifest) -> None:
             assert full["sampled_indices"] == sampled
             assert full["sampled_times"] == pytest.approx([times[i] for i in sampled], abs=1e-9)
             assert expect["span"] == clip["span"]
+            if not video["vfr"]:  # odd frame counts: both layouts pick the same picture as middle
+                assert middle == indices[len(indices) // 2]
 
             # clips layout: the clip file holds exactly the span's frames (same pixels above the band).
             clip_frames, clip_times, _ = decode(manifest.clips / line["video_id"] / clip["clip_id"])
@@ -179,7 +182,13 @@ def test_edge_cases_vfr_and_rotation(synthetic_edge_corpus: CorpusManifest) -> N
     check_truth(synthetic_edge_corpus)
     truth = synthetic_edge_corpus.load_truth()
     vfr, rotated = truth["videos"]
-    assert vfr["vfr"] and vfr["fps"] is None and vfr["rotation"] == 0
+    assert vfr["vfr"] and vfr["fps"] is None and vfr["rotation"] == 0 and vfr["audio"]
+    for path in [synthetic_edge_corpus.root / vfr["path"]] + sorted(
+        (synthetic_edge_corpus.clips / vfr["video_id"]).iterdir()
+    ):
+        with av.open(str(path)) as container:
+            assert [s.type for s in container.streams] == ["audio", "video"]
+            assert container.streams[0].codec_context.name == "aac"
     assert not rotated["vfr"] and rotated["rotation"] == -90
 
     _, times, _ = decode(synthetic_edge_corpus.root / vfr["path"])
@@ -199,6 +208,9 @@ def test_edge_cases_vfr_and_rotation(synthetic_edge_corpus: CorpusManifest) -> N
     assert set(rotations) == {-90}
     assert frames[0].shape == (240, 320, 3)
     assert [read_stamp(f) for f in frames] == list(range(len(frames)))
+    # decord applies the display matrix itself.
+    reader = decord.VideoReader(str(path))
+    assert [read_stamp(reader[i].asnumpy()) for i in (0, len(frames) - 1)] == [0, len(frames) - 1]
     clip_id = rotated["clip_ids"][0]
     _, _, clip_rotations = decode(synthetic_edge_corpus.clips / rotated["video_id"] / clip_id)
     assert set(clip_rotations) == {-90}
