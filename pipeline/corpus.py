@@ -22,10 +22,12 @@ import argparse
 import json
 import logging
 import math
+import multiprocessing
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -432,66 +434,72 @@ def _video_truth(cfg: CorpusConfig, plan: VideoPlan) -> dict[str, Any]:
 # ---- downstream (MSR-VTT formats) ------------------------------------------------------------------
 
 
-def _write_downstream(cfg: CorpusConfig, root: Path) -> tuple[list[str], dict[str, Any]]:
-    videos_dir = root / "videos"
-    videos_dir.mkdir(parents=True)
+@dataclass
+class _DownstreamPlan:
+    records: list[dict[str, Any]]  # truth.json "downstream.videos"
+    json_videos: list[dict[str, Any]]
+    json_sentences: list[dict[str, Any]]
+    scenes: list[Scene]
+    num_frames: int
+
+
+def _plan_downstream(cfg: CorpusConfig) -> _DownstreamPlan:
     rng = _rng(cfg.seed, _RNG_DOWNSTREAM)
     splits = [("train", cfg.downstream_videos[0]), ("validate", cfg.downstream_videos[1])]
     splits.append(("test", cfg.downstream_videos[2]))
     fps = cfg.fps_fraction
-    n_frames = max(2, round(cfg.downstream_seconds * float(fps)))
-    content = band_top(cfg.height)
-    records: list[dict[str, Any]] = []
-    json_videos: list[dict[str, Any]] = []
-    json_sentences: list[dict[str, Any]] = []
+    plan = _DownstreamPlan([], [], [], [], max(2, round(cfg.downstream_seconds * float(fps))))
     for split, count in splits:
         # Distinct attribute sets within a split, so each query has one right video.
         for attrs in draw_attributes(rng, count):
-            number = len(records)
+            number = len(plan.records)
             video_id = f"video{number}"
-            scene = random_scene(rng, attrs)
+            plan.scenes.append(random_scene(rng, attrs))
             sentences = query_sentences(rng, attrs, cfg.downstream_sentences)
-            renderer = SceneRenderer(scene, cfg.height, cfg.width, content)
-            frames = (renderer.render(i / (n_frames - 1)) for i in range(n_frames))
-            encode_video(
-                videos_dir / f"{video_id}.mp4", _stamped(frames, 0), range(n_frames), 1 / fps, cfg, rate=fps
-            )
-            records.append(
+            plan.records.append(
                 {
                     "video_id": video_id,
                     "split": split,
                     "attributes": attrs.as_dict(),
                     "caption": caption(attrs),
                     "sentences": sentences,
-                    "num_frames": n_frames,
+                    "num_frames": plan.num_frames,
                     "fps": float(fps),
                 }
             )
-            json_videos.append(
+            plan.json_videos.append(
                 {
                     "category": int(rng.integers(0, 20)),
                     "url": f"https://www.youtube.com/watch?v={_random_id(rng)}",
                     "video_id": video_id,
                     "start time": 0.0,
-                    "end time": round(n_frames / float(fps), 3),
+                    "end time": round(plan.num_frames / float(fps), 3),
                     "split": split,
                     "id": number,
                 }
             )
             for text in sentences:
-                json_sentences.append({"caption": text, "video_id": video_id, "sen_id": len(json_sentences)})
-    (root / "MSRVTT_data.json").write_text(json.dumps({"videos": json_videos, "sentences": json_sentences}))
-    train = [r["video_id"] for r in records if r["split"] == "train"]
+                plan.json_sentences.append(
+                    {"caption": text, "video_id": video_id, "sen_id": len(plan.json_sentences)}
+                )
+    return plan
+
+
+def _write_downstream_files(root: Path, plan: _DownstreamPlan) -> dict[str, Any]:
+    """The MSR-VTT annotation files; returns the downstream part of truth.json."""
+    data = {"videos": plan.json_videos, "sentences": plan.json_sentences}
+    (root / "MSRVTT_data.json").write_text(json.dumps(data))
+    train = [r["video_id"] for r in plan.records if r["split"] == "train"]
     (root / "MSRVTT_train.9k.csv").write_text("video_id\n" + "".join(f"{v}\n" for v in train))
     for name, split in (("MSRVTT_JSFUSION_test.csv", "test"), ("MSRVTT_val.csv", "validate")):
-        rows = [r for r in records if r["split"] == split]
         lines = ["key,vid_key,video_id,sentence\n"]
-        for r in rows:
-            number = r["video_id"].removeprefix("video")
-            lines.append(f"ret{number},msr{number},{r['video_id']},{r['sentences'][0]}\n")
+        for r in plan.records:
+            if r["split"] == split:
+                number = r["video_id"].removeprefix("video")
+                lines.append(f"ret{number},msr{number},{r['video_id']},{r['sentences'][0]}\n")
         (root / name).write_text("".join(lines))
-    truth = {
-        "videos": records,
+    return {
+        "videos": plan.records,
         "files": {
             "data_json": "downstream/MSRVTT_data.json",
             "train_csv": "downstream/MSRVTT_train.9k.csv",
@@ -500,7 +508,70 @@ def _write_downstream(cfg: CorpusConfig, root: Path) -> tuple[list[str], dict[st
             "videos": "downstream/videos",
         },
     }
-    return [r["video_id"] for r in records], truth
+
+
+# ---- encoding jobs (one file group each; independent, so they can run in parallel) -------------------
+
+
+def _write_full_video(out: Path, cfg: CorpusConfig, plan: VideoPlan) -> int:
+    """The `full`-layout file of one video and its `clips`-layout files; returns frames encoded."""
+    rate = None if plan.vfr else cfg.fps_fraction
+    painter = _Painter(cfg, plan)
+    encode_video(
+        out / "videos" / f"{plan.video_id}.mp4",
+        _stamped(painter.frames(0, len(plan.pts)), plan.rotation),
+        plan.pts,
+        plan.time_base,
+        cfg,
+        rate=rate,
+        rotation=plan.rotation,
+        audio_seconds=plan.audio_seconds(0, len(plan.pts)),
+    )
+    clip_dir = out / "clips" / plan.video_id
+    clip_dir.mkdir(exist_ok=True)
+    for clip in plan.clips:
+        base = plan.pts[clip.first]
+        encode_video(
+            clip_dir / clip.clip_id,
+            _stamped(painter.frames(clip.first, clip.end), plan.rotation),
+            [p - base for p in plan.pts[clip.first : clip.end]],
+            plan.time_base,
+            cfg,
+            rate=rate,
+            rotation=plan.rotation,
+            audio_seconds=plan.audio_seconds(clip.first, clip.end),
+        )
+    return len(plan.pts) + sum(c.end - c.first for c in plan.clips)
+
+
+def _write_downstream_video(path: Path, cfg: CorpusConfig, scene: Scene, num_frames: int) -> int:
+    renderer = SceneRenderer(scene, cfg.height, cfg.width, band_top(cfg.height))
+    frames = (renderer.render(i / (num_frames - 1)) for i in range(num_frames))
+    fps = cfg.fps_fraction
+    return encode_video(path, _stamped(frames, 0), range(num_frames), 1 / fps, cfg, rate=fps)
+
+
+def _run_jobs(jobs: list[tuple[str, Callable[..., int], tuple[Any, ...]]], workers: int) -> None:
+    """Run (name, fn, args) jobs in order or on `workers` processes, logging frames/s and ETA."""
+    started = time.monotonic()
+    done = frames = 0
+
+    def report(name: str, count: int) -> None:
+        nonlocal done, frames
+        done, frames = done + 1, frames + count
+        elapsed = max(time.monotonic() - started, 1e-9)
+        eta = elapsed / done * (len(jobs) - done)
+        log.info("%d/%d %s: %.0f frames/s, ETA %.1fs", done, len(jobs), name, frames / elapsed, eta)
+
+    if workers <= 1:
+        for name, fn, args in jobs:
+            report(name, fn(*args))
+        return
+    # spawn, not fork: the caller may hold threads (pytest plugins, Ray, torch) that fork would copy.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(fn, *args): name for name, fn, args in jobs}
+        for future in as_completed(futures):
+            report(futures[future], future.result())
 
 
 # ---- entry points ----------------------------------------------------------------------------------
@@ -526,63 +597,39 @@ def generate(
     seed: int = CorpusConfig.seed,
     *,
     overwrite: bool = False,
+    workers: int = 1,
     **options: Any,
 ) -> CorpusManifest:
     """Write a corpus under `out`; `options` are any other `CorpusConfig` fields (width, fps, gop, ...)."""
     cfg = CorpusConfig(videos=videos, clips_per_video=clips_per_video, seed=seed, **options)
-    return generate_from_config(Path(out), cfg, overwrite=overwrite)
+    return generate_from_config(Path(out), cfg, overwrite=overwrite, workers=workers)
 
 
-def generate_from_config(out: Path, cfg: CorpusConfig, *, overwrite: bool = False) -> CorpusManifest:
+def generate_from_config(
+    out: Path, cfg: CorpusConfig, *, overwrite: bool = False, workers: int = 1
+) -> CorpusManifest:
+    """Write the corpus of `cfg` under `out`; `workers` processes encode files in parallel (same bytes)."""
     cfg.validate()
     _prepare_out(out, overwrite)
-    for name in ("meta", "videos", "clips"):
-        (out / name).mkdir()
+    for name in ("meta", "videos", "clips", "downstream/videos"):
+        (out / name).mkdir(parents=True)
     started = time.monotonic()
     video_ids = _video_ids(cfg.seed, cfg.videos)
     plans = [_plan_video(cfg, k, vid) for k, vid in enumerate(video_ids)]
-    total_frames = sum(len(p.pts) for p in plans)
-    done = 0
-    for k, plan in enumerate(plans):
-        rate = None if plan.vfr else cfg.fps_fraction
-        painter = _Painter(cfg, plan)
-        frames = _stamped(painter.frames(0, len(plan.pts)), plan.rotation)
-        encode_video(
-            out / "videos" / f"{plan.video_id}.mp4",
-            frames,
-            plan.pts,
-            plan.time_base,
-            cfg,
-            rate=rate,
-            rotation=plan.rotation,
-            audio_seconds=plan.audio_seconds(0, len(plan.pts)),
-        )
-        clip_dir = out / "clips" / plan.video_id
-        clip_dir.mkdir()
-        for clip in plan.clips:
-            base = plan.pts[clip.first]
-            encode_video(
-                clip_dir / clip.clip_id,
-                _stamped(painter.frames(clip.first, clip.end), plan.rotation),
-                [p - base for p in plan.pts[clip.first : clip.end]],
-                plan.time_base,
-                cfg,
-                rate=rate,
-                rotation=plan.rotation,
-                audio_seconds=plan.audio_seconds(clip.first, clip.end),
+    downstream = _plan_downstream(cfg)
+    jobs: list[tuple[str, Callable[..., int], tuple[Any, ...]]] = [
+        (f"video {p.video_id}", _write_full_video, (out, cfg, p)) for p in plans
+    ]
+    for record, scene in zip(downstream.records, downstream.scenes, strict=True):
+        path = out / "downstream" / "videos" / f"{record['video_id']}.mp4"
+        jobs.append(
+            (
+                f"downstream {record['video_id']}",
+                _write_downstream_video,
+                (path, cfg, scene, downstream.num_frames),
             )
-        done += len(plan.pts)
-        elapsed = time.monotonic() - started
-        eta = elapsed / done * (total_frames - done)
-        log.info(
-            "video %d/%d %s: %d frames (%.0f frames/s, ETA %.1fs)",
-            k + 1,
-            len(plans),
-            plan.video_id,
-            len(plan.pts),
-            done / elapsed,
-            eta,
         )
+    _run_jobs(jobs, workers)
 
     with (out / "meta" / "part0.jsonl").open("w") as fh:
         for plan in plans:
@@ -599,7 +646,8 @@ def generate_from_config(out: Path, cfg: CorpusConfig, *, overwrite: bool = Fals
         for plan in plans:
             for clip in plan.clips:
                 fh.write(json.dumps({"clip_id": clip.clip_id, "text": clip.subtitle}) + "\n")
-    downstream_ids, downstream_truth = _write_downstream(cfg, out / "downstream")
+    downstream_truth = _write_downstream_files(out / "downstream", downstream)
+    downstream_ids = [r["video_id"] for r in downstream.records]
     truth = {
         "format": "clipvip-synthetic-corpus/1",
         "config": asdict(cfg),
@@ -676,6 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--vfr-videos", type=int, default=d.vfr_videos)
     p.add_argument("--audio-videos", type=int, default=d.audio_videos)
     p.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
+    p.add_argument("--workers", type=int, default=1, help="encoding processes (output is identical)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -685,6 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.clips_per_video,
             args.seed,
             overwrite=args.overwrite,
+            workers=args.workers,
             width=args.width,
             height=args.height,
             fps=args.fps,

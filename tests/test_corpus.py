@@ -339,7 +339,7 @@ def test_visual_attributes_survive_32x32(synthetic_corpus: CorpusManifest) -> No
 def test_same_seed_same_bytes(tmp_path: Path) -> None:
     options = {"downstream_videos": (1, 1, 1), "clip_seconds": (1.0, 1.5), "downstream_seconds": 0.5}
     a = generate(tmp_path / "a", 1, 2, seed=5, **options)
-    b = generate(tmp_path / "b", 1, 2, seed=5, **options)
+    b = generate(tmp_path / "b", 1, 2, seed=5, workers=2, **options)  # parallel encoding: same bytes
     c = generate(tmp_path / "c", 1, 2, seed=6, **options)
     digest_a = tree_digest(a.root)
     assert (
