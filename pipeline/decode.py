@@ -382,6 +382,11 @@ class _PyAVVideo:
         if self.eof and self.video_end is None:
             if self.declared_end is not None and c.start >= self.declared_end:
                 c.error = f"decode: span starts at {float(c.start):.3f}s, after the video ends ({float(self.declared_end):.3f}s)"
+            elif self.declared_end is not None:
+                c.error = (
+                    f"decode: no video packet could be read at {float(c.start):.3f}s although the file declares "
+                    f"{float(self.declared_end):.3f}s: truncated?" + self._errors_suffix()
+                )
             else:
                 c.error = "decode: no video packet could be read" + self._errors_suffix()
             return
