@@ -166,7 +166,7 @@ def check_truth(manifest: CorpusManifest) -> None:
             top = band_top(clip_frames[0].shape[0])
             for j in (0, n // 2, n - 1):
                 diff = np.abs(clip_frames[j][:top].astype(int) - full_frames[indices[j]][:top].astype(int))
-                assert diff.mean() < 2.0, (clip["clip_id"], j, diff.mean())  # two lossy encodes of one frame
+                assert diff.mean() < 4.0, (clip["clip_id"], j, diff.mean())  # two lossy encodes of one frame
 
 
 def test_truth_matches_decoded_pts(synthetic_corpus: CorpusManifest) -> None:
