@@ -13,6 +13,8 @@ import argparse
 import io
 import lzma
 import pickle
+import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -75,29 +77,38 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     src = _open(path)
-    try:
-        # Lists every global the pickle references without executing it; refuse before loading anything.
+    is_zip = zipfile.is_zipfile(src)
+    if isinstance(src, io.BytesIO):
+        src.seek(0)  # is_zipfile moves the stream
+    if is_zip:
+        # Lists every global the pickle references without executing anything; refuse before loading.
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(src)
-    except (RuntimeError, pickle.UnpicklingError, ValueError) as e:
-        raise ValueError(f"{path}: not a torch.save checkpoint ({e})") from e
-    refused = sorted(set(unsafe) - ALLOWED_NAMES)
-    if refused:
-        raise UnsafeCheckpointError(
-            f"{path}: refusing to load, the pickle references {', '.join(refused)} "
-            f"(allowed beyond tensors and plain containers: {', '.join(sorted(ALLOWED_NAMES))})"
-        )
+        refused = sorted(set(unsafe) - ALLOWED_NAMES)
+        if refused:
+            raise UnsafeCheckpointError(
+                f"{path}: refusing to load, the pickle references {', '.join(refused)} "
+                f"(allowed beyond tensors and plain containers: argparse.Namespace, numpy scalars and dtypes)"
+            )
     if isinstance(src, io.BytesIO):
         src.seek(0)
     try:
+        # Legacy (non-zip) files cannot be scanned; the weights-only unpickler refuses unknown globals itself.
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            if isinstance(src, Path):
+            if isinstance(src, Path) and is_zip:
                 ckpt = torch.load(src, map_location="cpu", weights_only=True, mmap=True)
             else:
                 ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # e.g. a legacy-format file the scan could not see into
-        raise UnsafeCheckpointError(
-            f"{path}: refused by the weights-only unpickler: {str(e).splitlines()[-1]}"
-        ) from e
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise UnsafeCheckpointError(
+                f"{path}: refusing to load, the pickle references {found.group(1)}"
+            ) from e
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+        reason = detail.group(1).strip() if detail else "unsupported pickle content"
+        raise UnsafeCheckpointError(f"{path}: refused by the weights-only unpickler: {reason}") from e
+    except (RuntimeError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable torch checkpoint ({e})") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path}: not an OFA/fairseq checkpoint (no 'model' entry)")
     return ckpt

@@ -136,8 +136,19 @@ class OFATokenizer:
         self.to_gpt2 = {i: int(s) for i, s in enumerate(self.symbols) if s.isdigit()}
 
     @classmethod
-    def from_dir(cls, bpe_dir: str | Path, code_dict_size: int = 8192, num_bins: int = 1000) -> OFATokenizer:
-        """Load OFA's `utils/BPE/` files (encoder.json, vocab.bpe, dict.txt) from a local directory."""
+    def from_dir(
+        cls,
+        bpe_dir: str | Path,
+        code_dict_size: int = 8192,
+        num_bins: int = 1000,
+        vocab_size: int | None = None,
+    ) -> OFATokenizer:
+        """Load OFA's `utils/BPE/` files (encoder.json, vocab.bpe, dict.txt) from a local directory.
+
+        With `vocab_size` (the model's embedding rows) the dictionary is fitted to the model: a model built on
+        the first n lines of dict.txt (as the tiny test checkpoint is) uses exactly those; a model needing more
+        entries than dict.txt has is an error.
+        """
         d = Path(bpe_dir)
         absent = [f for f in BPE_FILES if not (d / f).is_file()]
         if absent:
@@ -151,6 +162,14 @@ class OFATokenizer:
             if len(fields) != 2 or not fields[1].strip().isdigit():
                 raise ValueError(f"{d / 'dict.txt'}:{n}: expected '<symbol> <count>', got {line!r}")
             symbols.append(fields[0])
+        if vocab_size is not None:
+            n_text = vocab_size - len(SPECIALS) - 1 - code_dict_size - num_bins
+            if not 0 < n_text <= len(symbols):
+                raise ValueError(
+                    f"the model's vocabulary ({vocab_size}) does not fit {d / 'dict.txt'} ({len(symbols)} entries) "
+                    f"+ {len(SPECIALS)} specials + <mask> + {code_dict_size} codes + {num_bins} bins"
+                )
+            symbols = symbols[:n_text]
         return cls(bpe, symbols, code_dict_size, num_bins)
 
     @property
