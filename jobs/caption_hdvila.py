@@ -205,11 +205,19 @@ def _run_locked(args: argparse.Namespace, out: Path, t0: float) -> int:
         flush=True,
     )
     result = None
+    cluster: dict[str, float] = {}
     if todo:
-        cfg = stream_config(args)
-        print(f"[caption-job] cluster {ray.cluster_resources()}; {cfg}", flush=True)
-        specs = iter_shards(plan, only=todo)
-        result = run_stream(str(out), specs, args.videos, options, subtitles, cfg, progress)
+        temp_dir = connect(args)  # only now: a resubmit with nothing left to do starts no Ray
+        try:
+            cluster = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+            cfg = stream_config(args)
+            print(f"[caption-job] cluster {cluster}; {cfg}", flush=True)
+            specs = iter_shards(plan, only=todo)
+            result = run_stream(str(out), specs, args.videos, options, subtitles, cfg, progress)
+        finally:
+            ray.shutdown()
+            if temp_dir is not None:
+                shutil.rmtree(temp_dir, ignore_errors=True)
         if result.unwritten:
             print(
                 f"[caption-job] {len(result.unwritten)} shard(s) could not be written; resubmit the same "
@@ -227,7 +235,7 @@ def _run_locked(args: argparse.Namespace, out: Path, t0: float) -> int:
         "clips_per_s": round(progress.done_clips / wall, 3) if wall > 0 else None,
         "shards_this_run": progress.done_shards,
         "shards_already_complete": plan.num_shards - len(todo),
-        "cluster": {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")},
+        "cluster": cluster,
         "decoder": options.decoder,
     }
     if result is not None:
@@ -246,13 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Workers get the stage code by value, so they need no copy of jobs/ on their path.
     ray.cloudpickle.register_pickle_by_value(caption_stages)
-    temp_dir = connect(args)
-    try:
-        return run(args)
-    finally:
-        ray.shutdown()
-        if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -108,9 +108,10 @@ def _hms(seconds: float) -> str:
 @dataclass
 class _Shard:
     spec: ShardSpec
-    results: ray.ObjectRef | None = None
-    middles: ray.ObjectRef | None = None
-    captions: ray.ObjectRef | None = None
+    # Object refs (typed Any: Ray's stubs do not model num_returns=2).
+    results: Any = None
+    middles: Any = None
+    captions: Any = None
     salvaged: bool = False
     started: float = field(default_factory=time.time)
 
@@ -178,18 +179,22 @@ def run_stream(
     on_shard_written: Callable[[dict[str, Any]], None] | None = None,
 ) -> StreamResult:
     """Push every shard of `specs` through decode -> caption -> write; returns when all are settled."""
-    decode = ray.remote(stages.decode).options(
+    decode: Any = ray.remote(stages.decode).options(
         num_cpus=cfg.decode_cpus, num_returns=2, max_retries=cfg.max_retries
     )
-    decode_one = ray.remote(stages.decode).options(num_cpus=cfg.decode_cpus, num_returns=2, max_retries=1)
-    collect = ray.remote(stages.collect_clip_decodes).options(
+    decode_one: Any = ray.remote(stages.decode).options(
+        num_cpus=cfg.decode_cpus, num_returns=2, max_retries=1
+    )
+    collect: Any = ray.remote(stages.collect_clip_decodes).options(
         num_cpus=0, num_returns=2, max_retries=cfg.max_retries
     )
-    collect_caps = ray.remote(stages.collect_clip_captions).options(num_cpus=0, max_retries=cfg.max_retries)
-    write = ray.remote(stages.write).options(num_cpus=cfg.write_cpus, max_retries=cfg.max_retries)
+    collect_caps: Any = ray.remote(stages.collect_clip_captions).options(
+        num_cpus=0, max_retries=cfg.max_retries
+    )
+    write: Any = ray.remote(stages.write).options(num_cpus=cfg.write_cpus, max_retries=cfg.max_retries)
     pool = _CaptionerPool(cfg)
     result = StreamResult(pool.captioner_id, [], {})
-    subs_ref = ray.put(subtitles) if subtitles is not None else None
+    subs_ref: Any = ray.put(subtitles) if subtitles is not None else None
 
     # ref -> (shard, stage, extra); stages: decode, caption (extra: actor slot), salvage-caption (slots), write
     waiting: dict[ray.ObjectRef, tuple[_Shard, str, Any]] = {}
@@ -222,12 +227,12 @@ def run_stream(
         ready, _ = ray.wait(list(waiting), num_returns=1, timeout=cfg.progress_every_s)
         for ref in ready:
             sh, stage, extra = waiting.pop(ref)
+            value: Any = None
+            error: Exception | None = None
             try:
                 value = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - every failure is handled per shard below
-                value, error = None, e
-            else:
-                error = None
+            except Exception as e:  # every failure is handled per shard below
+                error = e
 
             if stage == "decode":
                 if error is None:
