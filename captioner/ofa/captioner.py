@@ -81,7 +81,7 @@ class OFACaptioner:
 
     @torch.no_grad()
     def _caption_batch(self, images: list[np.ndarray]) -> list[str]:
-        pixels = preprocess(images, self.model.cfg.patch_image_size)
+        pixels = preprocess(images, self.model.cfg.patch_image_size, self.model.device)
         src = self.src.expand(len(images), -1)
         hyps = beam_search(self.model, src, pixels, None, self.generation)
         return [caption_text(self.tokenizer.decode(h[0].tokens.tolist())) for h in hyps]

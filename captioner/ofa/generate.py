@@ -17,7 +17,7 @@ import dataclasses
 
 import torch
 
-from captioner.ofa.model import BOS, EOS, OFA, PAD
+from captioner.ofa.model import BOS, EOS, OFA, PAD, EncoderOut
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,12 +67,19 @@ def beam_search(
     cfg: GenerationConfig = GenerationConfig(),
 ) -> list[list[Hypothesis]]:
     """Per sample, `cfg.beam` finalized hypotheses, best first."""
-    beam = cfg.beam
-    if beam < 1 or cfg.max_len < 1 or cfg.min_len < 0:
+    if cfg.beam < 1 or cfg.max_len < 1 or cfg.min_len < 0:
         raise ValueError(f"invalid generation settings {cfg}")
-    enc = model.encode(src_tokens, patch_images, patch_masks)
+    return beam_search_encoded(model, model.encode(src_tokens, patch_images, patch_masks), cfg)
+
+
+@torch.no_grad()
+def beam_search_encoded(
+    model: OFA, enc: EncoderOut, cfg: GenerationConfig = GenerationConfig()
+) -> list[list[Hypothesis]]:
+    """Beam search from an encoder output (the decoder half of `beam_search`)."""
+    beam = cfg.beam
     dev = enc.x.device
-    bsz = src_tokens.shape[0]
+    bsz = enc.x.shape[0]
     state = model.decoder.init_state(enc, group=beam, max_len=cfg.max_len + 1, use_cache=cfg.use_cache)
     vocab = model.cfg.vocab_size
     cand = 2 * beam
