@@ -1,0 +1,315 @@
+"""CPU time per exact middle frame: this pipeline vs ffmpeg input seek, decoding from the start,
+decord, and the keyframe bound, on generated 720p H.264 (long GOP 250 with B-frames, and short GOP).
+
+Every method must return the exact frame (checked with the frame-index stamp); the table reports
+CPU time (process + children, single-threaded decoding) per clip, each call opening the file as a
+per-clip worker would. Writes docs/bench/pipeline.md.
+
+    python bench/bench_pipeline.py [--quick] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from pipeline.decode import FrameSpec, decode_video_clips
+from pipeline.metadata import ClipRow
+from pipeline.stamp import draw_stamp, read_stamp
+
+ROOT = Path(__file__).resolve().parent.parent
+W, H, FPS = 1280, 720, 30
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def make_video(path: Path, seconds: int, gop: int, fixed_b: bool) -> None:
+    """720p H.264 with B-frames: a panning textured scene plus a moving block, every frame stamped."""
+    rng = np.random.default_rng(0)
+    tex = rng.integers(0, 256, (H // 8 + 40, W // 8 + 80, 3), dtype=np.uint8)
+    tex = np.kron(tex, np.ones((8, 8, 1), np.uint8))  # 8x8 blocks: detail the encoder must code
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream(
+            "libx264",
+            rate=FPS,
+            options={
+                "preset": "veryfast",
+                "crf": "23",
+                "g": str(gop),
+                "keyint_min": str(gop),
+                "bf": "3",
+                "sc_threshold": "0",
+                "threads": "2",
+                **({"x264-params": "b-adapt=0"} if fixed_b else {}),
+            },
+        )
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        for i in range(seconds * FPS):
+            y0, x0 = (i // 2) % (tex.shape[0] - H), i % (tex.shape[1] - W)
+            frame = tex[y0 : y0 + H, x0 : x0 + W].copy()
+            bx = (i * 7) % (W - 200)
+            frame[200:400, bx : bx + 200] = (255, 128, 0)
+            draw_stamp(frame, i)
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts = i
+            c.mux(s.encode(vf))
+        c.mux(s.encode(None))
+
+
+def targets(seconds: int, n: int, seed: int) -> list[int]:
+    """Frame indices of clip middles, spread over the video (avoid the first keyframe's trivial case)."""
+    rng = np.random.default_rng(seed)
+    return sorted(int(x) for x in rng.integers(FPS, (seconds - 1) * FPS, n))
+
+
+def cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ru.ru_utime + ru.ru_stime
+
+
+# ---- methods: each returns the decoded RGB frame for frame index i (one file open per call)
+
+
+def m_pipeline(skip_nonref: bool) -> Callable[[Path, int], np.ndarray]:
+    spec = FrameSpec(frames=0, skip_nonref=skip_nonref)
+
+    def run(path: Path, i: int) -> np.ndarray:
+        # A span whose middle is frame i: [t - 0.5 s, t + 0.5 s + half a frame).
+        t = Fraction(i, FPS)
+        row = ClipRow(0, "x.1.mp4", "x", float(t - Fraction(1, 2)), float(t + Fraction(1, 2)), "bench")
+        (res,) = decode_video_clips(path, [row], spec)
+        assert res.middle is not None, res.error
+        return res.middle
+
+    return run
+
+
+def _decode_to(path: Path, i: int, seek: bool) -> np.ndarray:
+    """Single-threaded PyAV: decode every frame (from the keyframe before frame i, or from the start)."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        v.codec_context.thread_type = "NONE"
+        v.codec_context.thread_count = 1
+        pts = round(Fraction(i, FPS) / Fraction(v.time_base or 1))
+        if seek:
+            c.seek(pts, backward=True, stream=v)
+        for f in c.decode(v):
+            if f.pts == pts:
+                return f.to_ndarray(format="rgb24")
+    raise RuntimeError("frame not found")
+
+
+def m_keyframe_bound(path: Path, i: int) -> np.ndarray:
+    return _decode_to(path, i, seek=True)
+
+
+def m_from_start(path: Path, i: int) -> np.ndarray:
+    return _decode_to(path, i, seek=False)
+
+
+def m_decord(path: Path, i: int) -> np.ndarray:
+    import decord
+
+    vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    return vr.get_batch([i]).asnumpy()[0]
+
+
+def m_ffmpeg(ffmpeg: str) -> Callable[[Path, int], np.ndarray]:
+    def run(path: Path, i: int) -> np.ndarray:
+        # Input seeking (-ss before -i): ffmpeg outputs the first frame with pts >= t, so aim a quarter
+        # frame early (the frame's own time, printed as decimal, could round up past its pts).
+        t = (i - 0.25) / FPS
+        cmd = [
+            ffmpeg,
+            "-v",
+            "error",
+            "-threads",
+            "1",
+            "-ss",
+            f"{t:.6f}",
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-filter_threads",
+            "1",
+            "-",
+        ]
+        raw = subprocess.run(cmd, check=True, capture_output=True).stdout
+        return np.frombuffer(raw, np.uint8).reshape(H, W, 3)
+
+    return run
+
+
+def find_ffmpeg() -> tuple[str | None, str]:
+    exe = shutil.which("ffmpeg")
+    if exe:
+        return exe, ""
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        try:
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "ffmpeg"], check=True, capture_output=True, timeout=600
+            )
+        except (subprocess.SubprocessError, OSError) as e:
+            return None, f"ffmpeg not installed and `apt-get install -y ffmpeg` failed ({type(e).__name__})"
+        exe = shutil.which("ffmpeg")
+        if exe:
+            return exe, ""
+    return None, "no ffmpeg binary on this machine"
+
+
+def ffmpeg_version(exe: str) -> str:
+    out = subprocess.run([exe, "-version"], capture_output=True, text=True).stdout.splitlines()
+    return out[0] if out else "ffmpeg"
+
+
+def measure(fn: Callable[[Path, int], np.ndarray], path: Path, i: int) -> tuple[float, int]:
+    """(CPU ms, 1 if the frame is not frame i else 0)."""
+    c0 = cpu()
+    frame = fn(path, i)
+    ms = (cpu() - c0) * 1000
+    try:
+        return ms, int(read_stamp(frame) != i)
+    except ValueError:
+        return ms, 1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="20 s videos, 6 targets")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the generated videos here")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "pipeline.md")
+    args = ap.parse_args()
+    seconds, n = (20, 6) if args.quick else (60, 16)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
+    workdir = args.keep or tmp
+    workdir.mkdir(parents=True, exist_ok=True)
+    ffmpeg, ffmpeg_note = find_ffmpeg()
+    # (GOP, fixed B pattern): x264 veryfast's adaptive B decision uses few B-frames on this content;
+    # b-adapt=0 always codes 3 B-frames (the middle one a reference, b-pyramid), as slower presets
+    # tend to on real footage.
+    variants = {
+        "GOP 250, adaptive B": (250, False),
+        "GOP 250, 3 B (pyramid)": (250, True),
+        "GOP 30, adaptive B": (30, False),
+    }
+    methods: dict[str, Callable[[Path, int], np.ndarray]] = {
+        "this pipeline (PyAV, NONREF skipped)": m_pipeline(True),
+        "this pipeline, NONREF skipping off": m_pipeline(False),
+        "keyframe bound (PyAV: seek, decode every frame)": m_keyframe_bound,
+        "decord get_batch": m_decord,
+    }
+    if ffmpeg:
+        methods["ffmpeg CLI, input seek (-ss before -i)"] = m_ffmpeg(ffmpeg)
+    methods["decode from the start (PyAV)"] = m_from_start
+    results: dict[str, dict[str, tuple[float, float, int]]] = {}
+    try:
+        for vname, (gop, fixed_b) in variants.items():
+            path = workdir / f"bench_720p_{seconds}s_gop{gop}{'_fixedb' if fixed_b else ''}.mp4"
+            if not path.exists():
+                t0 = time.time()
+                make_video(path, seconds, gop, fixed_b)
+                print(f"generated {path.name} in {time.time() - t0:.0f}s", file=sys.stderr)
+            idx = targets(seconds, n, seed=gop)
+            # Round robin over methods per target, so that load from other processes on the machine
+            # hits every method alike.
+            per: dict[str, tuple[list[float], list[int]]] = {m: ([], []) for m in methods}
+            for fn in methods.values():
+                fn(path, idx[0])  # warm the page cache and imports
+            for i in idx:
+                for mname, fn in methods.items():
+                    ms, wrong = measure(fn, path, i)
+                    per[mname][0].append(ms)
+                    per[mname][1].append(wrong)
+            for mname, (times, wrongs) in per.items():
+                med = statistics.median(times)
+                results.setdefault(mname, {})[vname] = (med, statistics.mean(times), sum(wrongs))
+                print(f"{vname:24s} {mname:50s} median {med:8.1f} ms  wrong {sum(wrongs)}", file=sys.stderr)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    write_report(args.out, results, variants, seconds, n, ffmpeg, ffmpeg_note, args.quick)
+    return 0
+
+
+def write_report(
+    out: Path,
+    results: dict,
+    variants: dict,
+    seconds: int,
+    n: int,
+    ffmpeg: str | None,
+    ffmpeg_note: str,
+    quick: bool,
+) -> None:
+    base = "this pipeline (PyAV, NONREF skipped)"
+    lines = [
+        "## Pipeline: CPU time per exact middle frame",
+        "",
+        f"{machine()}; {dt.date.today().isoformat()}; `bench/bench_pipeline.py{' --quick' if quick else ''}`.",
+        f"Generated {W}x{H} {FPS} fps H.264 (x264 veryfast, crf 23, 3 B-frames), {seconds} s per variant;",
+        f"{n} middle-frame targets spread over each video, the same for every method. CPU time = process +",
+        "children (single-threaded decoding), per clip, each call opening the file. Median ms;",
+        "`wrong` counts frames whose stamp is not the target index. Ratio = method / this pipeline.",
+        "",
+        "| method | " + " | ".join(f"{v}: ms (ratio)" for v in variants) + " | wrong frames |",
+        "|---|" + "---|" * len(variants) + "---|",
+    ]
+    for mname, per in results.items():
+        cells = [f"{per[v][0]:.1f} ({per[v][0] / results[base][v][0]:.2f}x)" for v in variants]
+        wrong = sum(per[v][2] for v in variants)
+        lines.append(f"| {mname} | " + " | ".join(cells) + f" | {wrong} / {n * len(variants)} |")
+    lines.append("")
+    if ffmpeg:
+        lines.append(
+            f"ffmpeg: {ffmpeg_version(ffmpeg)}; PyAV {av.__version__} (FFmpeg {av.library_versions['libavcodec']})."
+        )
+    else:
+        lines.append(f"ffmpeg CLI row skipped: {ffmpeg_note}.")
+    lines.append("")
+    kb = "keyframe bound (PyAV: seek, decode every frame)"
+    for v in variants:
+        p = results[base][v][0]
+        parts = [f"vs keyframe bound {p / results[kb][v][0]:.2f}x (goal <= 0.7x)"]
+        fm = "ffmpeg CLI, input seek (-ss before -i)"
+        if fm in results:
+            parts.append(f"{results[fm][v][0] / p:.1f}x faster than ffmpeg input seek (goal >= 1.5x)")
+        parts.append(
+            f"{results['decode from the start (PyAV)'][v][0] / p:.1f}x faster than decoding from the start (goal >= 8x)"
+        )
+        parts.append(f"decord / pipeline {results['decord get_batch'][v][0] / p:.2f}x")
+        lines.append(f"- {v}: " + "; ".join(parts) + ".")
+    lines.append("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
