@@ -375,7 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-cache", action="store_true", help="encode every run, write no cache")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device for the encoder (cpu, cuda, cuda:1, ...)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; 1 is faster on a machine shared with other jobs)",
+    )
     p.add_argument("--out", type=Path, help="result JSON (with --all default nmi_table.json)")
     p.add_argument("--csv", type=Path, help="table CSV (with --all default: --out with .csv)")
     p.add_argument(
@@ -427,6 +433,10 @@ def main(
         allow_smaller=args.allow_smaller,
         kmeans=KMeansConfig(backend=args.kmeans, nredo=args.nredo),
     )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cache_root = None if args.no_cache else (args.cache_dir or default_cache_dir())
     opts = EncodeOptions(batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     try:
