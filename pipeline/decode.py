@@ -418,6 +418,9 @@ class _PyAVVideo:
         if pts is None:
             return
         self.pending.discard(pts)
+        if frame.is_corrupt:  # e.g. missing references: never hand out a wrong picture as the frame
+            self.decode_errors.append(f"corrupt frame at pts {pts}")
+            return
         rotation = int(frame.rotation or 0)
         self.rotation = rotation
         cache: dict[str, np.ndarray] = {}

@@ -197,7 +197,9 @@ class LockedError(RuntimeError):
     """Another extraction run holds the output directory."""
 
 
-def _lock(out: Path) -> Any:
+def lock_output(out: Path) -> Any:
+    """Hold an exclusive flock on OUT/.lock (released by closing the returned file, or by the OS on exit)."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fh = open(out / ".lock", "w")  # noqa: SIM115 - held for the whole run
     try:
@@ -206,6 +208,9 @@ def _lock(out: Path) -> Any:
         fh.close()
         raise LockedError(f"another extract run is using {out}") from e
     return fh
+
+
+_lock = lock_output  # earlier name, used by jobs/caption_hdvila.py
 
 
 def _shards_to_do(plan: Plan, retry: bool) -> tuple[set[int], int]:
@@ -228,7 +233,7 @@ def run_extract(args: ExtractArgs) -> dict[str, Any]:
     """Run (or resume) an extraction; returns the summary. Raises PlanMismatchError / LockedError."""
     t0 = time.time()
     out = Path(args.out)
-    lock = _lock(out)
+    lock = lock_output(out)
     try:
         plan = load_or_create_plan(
             out, args.metadata, args.videos, args.options, overwrite=args.overwrite, subtitles=args.subtitles

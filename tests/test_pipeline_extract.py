@@ -283,3 +283,50 @@ def test_bad_inputs_fail_per_clip(synthetic_corpus: CorpusManifest, tmp_path: Pa
     s = samples["threefram01_1"]
     assert [jpeg_stamp(s[f"f{j:02d}.jpg"]) for j in range(12)] == [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2]
     assert jpeg_stamp(s["mid.jpg"]) == 1  # nearest to 0.05 s among 0, 1/30, 2/30 (tie -> earlier)
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "pyav-seek", "decord"])
+def test_overlapping_unordered_and_far_apart_spans(
+    synthetic_corpus: CorpusManifest, tmp_path: Path, decoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One video, clips that overlap, nest, repeat a span and come out of order; "pyav-seek" makes
+    every gap count as far apart, so clips seek instead of continuing on the same decoder."""
+    import pipeline.decode
+
+    if decoder == "pyav-seek":
+        monkeypatch.setattr(pipeline.decode, "SEEK_GAP_S", Fraction(-100))
+        decoder = "pyav"
+    from pipeline.corpus import sampled_positions
+    from pipeline.decode import FrameSpec, decode_video_clips
+    from pipeline.metadata import ClipRow
+
+    vid = synthetic_corpus.video_ids[0]
+    info = {v["video_id"]: v for v in synthetic_corpus.load_truth()["videos"]}[vid]
+    times = [Fraction(i, 30) for i in range(info["num_frames"])]  # constant 30 fps video
+    assert info["fps"] == 30.0
+    end_ms = int(times[-1] * 1000)
+    spans_ms = [
+        (1010, 3020),
+        (2010, 4020),
+        (510, 9020),
+        (2010, 4020),
+        (8010, 8520),
+        (210, 610),
+        (end_ms - 400, end_ms),
+    ]
+    rows = [
+        ClipRow(k, f"{vid}.{k + 1}.mp4", vid, a / 1000, b / 1000, "test")
+        for k, (a, b) in enumerate([spans_ms[6], *spans_ms[:6]])  # the far-away clip first in metadata order
+    ]
+    results = decode_video_clips(
+        synthetic_corpus.videos / f"{vid}.mp4", rows, FrameSpec(frames=12), decoder=decoder
+    )
+    assert [r.row.index for r in results] == list(range(len(rows)))
+    for res in results:
+        assert res.status == "ok", res.error
+        start, end = res.row.span_fractions
+        frames = [i for i, t in enumerate(times) if start <= t < end]
+        mid = min(frames, key=lambda i: (abs(times[i] - (start + end) / 2), i))
+        assert read_stamp(res.middle) == mid
+        got = [read_stamp(f) for f in res.frames]
+        assert got == [frames[p] for p in sampled_positions(len(frames), 12)]
