@@ -253,14 +253,24 @@ def main(argv: list[str] | None = None) -> int:
         "--peak-tflops", type=float, default=H100_DENSE_FP16_TFLOPS, help="dense fp16 peak of the GPU"
     )
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU section (e.g. on a GPU machine)")
+    ap.add_argument(
+        "--threads", type=int, help="CPU threads (default: torch's default); on a loaded machine 1 wins"
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t0 = time.time()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "## Captioner (OFA-large shape, random weights)",
         "",
-        f"{dt.date.today().isoformat()}; {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}. "
-        "Run: `python bench/bench_captioner.py" + (" --quick" if args.quick else "") + "`.",
+        f"{dt.date.today().isoformat()}; {cpu_name()}, {os.cpu_count()} cores (1-min load average {load:.1f} "
+        f"at the start: other processes shared the CPU); torch {torch.__version__}. "
+        "Run: `python bench/bench_captioner.py"
+        + (" --quick" if args.quick else "")
+        + (f" --threads {args.threads}" if args.threads else "")
+        + "`.",
         "",
     ]
     if not args.no_cpu:

@@ -122,6 +122,33 @@ def test_kv_cache_equals_recompute_and_batch_equals_single(tiny) -> None:
         assert [h.tokens.tolist() for h in single] == [h.tokens.tolist() for h in cached[i]]
 
 
+def test_batch_reduction_when_samples_finish_at_different_steps() -> None:
+    model, tok = tiny_random_model(0)
+    with torch.no_grad():  # nudge towards EOS so that images finish at different steps
+        model.decoder.layer_norm.bias.add_(model.encoder.embed_tokens.weight[EOS] * 0.15)
+    src = torch.tensor([[0, *tok.encode(" what does the image describe?"), 2]] * 6)
+    torch.manual_seed(0)
+    px = torch.randn(6, 3, 96, 96) * torch.linspace(0.2, 3, 6)[:, None, None, None]
+    gen = GenerationConfig(max_len=30)
+    batched = beam_search(model, src, px, None, gen)
+    lengths = [max(len(h.tokens) for h in s) for s in batched]
+    assert len(set(lengths)) > 2 and min(lengths) < 31, lengths  # some leave the batch early, others go on
+    for i in range(6):
+        single = beam_search(model, src[i : i + 1], px[i : i + 1], None, gen)[0]
+        assert [h.tokens.tolist() for h in single] == [h.tokens.tolist() for h in batched[i]]
+        assert max(abs(a.score - b.score) for a, b in zip(single, batched[i])) <= 1e-5
+    recomputed = beam_search(model, src, px, None, GenerationConfig(max_len=30, use_cache=False))
+    assert [[h.tokens.tolist() for h in s] for s in recomputed] == [
+        [h.tokens.tolist() for h in s] for s in batched
+    ]
+
+
+def test_invalid_generation_settings() -> None:
+    model, _ = tiny_random_model(0)
+    with pytest.raises(ValueError, match="invalid generation settings"):
+        beam_search(model, torch.tensor([[0, 2]]), torch.zeros(1, 3, 96, 96), None, GenerationConfig(beam=0))
+
+
 def test_patch_mask_false_hides_the_image(tiny) -> None:
     model, src, px = tiny
     with torch.no_grad():

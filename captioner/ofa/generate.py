@@ -67,8 +67,6 @@ def beam_search(
     cfg: GenerationConfig = GenerationConfig(),
 ) -> list[list[Hypothesis]]:
     """Per sample, `cfg.beam` finalized hypotheses, best first."""
-    if cfg.beam < 1 or cfg.max_len < 1 or cfg.min_len < 0:
-        raise ValueError(f"invalid generation settings {cfg}")
     return beam_search_encoded(model, model.encode(src_tokens, patch_images, patch_masks), cfg)
 
 
@@ -77,6 +75,8 @@ def beam_search_encoded(
     model: OFA, enc: EncoderOut, cfg: GenerationConfig = GenerationConfig()
 ) -> list[list[Hypothesis]]:
     """Beam search from an encoder output (the decoder half of `beam_search`)."""
+    if cfg.beam < 1 or cfg.max_len < 1 or cfg.min_len < 0 or cfg.no_repeat_ngram < 0:
+        raise ValueError(f"invalid generation settings {cfg}")
     beam = cfg.beam
     dev = enc.x.device
     bsz = enc.x.shape[0]
@@ -150,7 +150,8 @@ def beam_search_encoded(
         next_scores = torch.gather(cand_scores, 1, pick).view(-1)
 
         if done_now:  # batch reduction: drop finished samples before the next step
-            keep = [s for s in range(n_alive) if s not in set(done_now)]
+            finished = set(done_now)
+            keep = [s for s in range(n_alive) if s not in finished]
             keep_t = torch.tensor(keep, device=dev)
             keep_rows = (keep_t[:, None] * beam + torch.arange(beam, device=dev)).flatten()
             rows = rows.view(n_alive, beam)[keep_t].flatten()
