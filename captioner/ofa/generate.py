@@ -50,8 +50,7 @@ def ban_repeated_ngrams(lprobs: torch.Tensor, tokens: torch.Tensor, step: int, n
     windows = hist.unfold(1, n, 1)  # [N, step+2-n, n]
     key = hist[:, step + 2 - n :]  # last n-1 tokens
     match = (windows[:, :, : n - 1] == key[:, None, :]).all(-1)
-    if not bool(match.any()):
-        return
+    # No early exit on "no match": that test would cost a device->host sync every step.
     penalty = torch.zeros(match.shape, dtype=lprobs.dtype, device=lprobs.device).masked_fill(
         match, float("-inf")
     )
@@ -94,7 +93,7 @@ def beam_search_encoded(
     for step in range(cfg.max_len + 1):
         n_alive = len(alive)
         lp = model.decode_step(tokens, state, step)
-        lp[lp != lp] = float("-inf")
+        lp.masked_fill_(lp.isnan(), float("-inf"))
         lp[:, PAD] = float("-inf")
         if step >= cfg.max_len:
             eos_lp = lp[:, EOS].clone()
