@@ -96,9 +96,15 @@ def iter_decode_shard(
             for row in group_rows:
                 yield ClipResult.failed(row, f"open: video file not found: {where}")
             continue
-        results = decode_video_clips(
-            path, group_rows, spec_f, whole_file=options.layout == "clips", decoder=options.decoder
-        )
+        try:
+            results = decode_video_clips(
+                path, group_rows, spec_f, whole_file=options.layout == "clips", decoder=options.decoder
+            )
+        except Exception as e:  # a decoder bug on one file must not take the shard down
+            log.exception("unexpected error decoding %s", path)
+            results = [
+                ClipResult.failed(r, f"decode: internal error {type(e).__name__}: {e}") for r in group_rows
+            ]
         for res in results:
             if subtitles is not None:
                 res.subtitle = subtitles.get(res.row.clip_id)

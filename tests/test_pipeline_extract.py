@@ -330,3 +330,25 @@ def test_overlapping_unordered_and_far_apart_spans(
         assert read_stamp(res.middle) == mid
         got = [read_stamp(f) for f in res.frames]
         assert got == [frames[p] for p in sampled_positions(len(frames), 12)]
+
+
+def test_unexpected_decoder_error_fails_only_that_video(
+    synthetic_corpus: CorpusManifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.extract
+
+    real = pipeline.extract.decode_video_clips
+    bad = synthetic_corpus.video_ids[2]
+
+    def flaky(path: Path, rows: Any, *a: Any, **k: Any) -> Any:
+        if rows[0].video_id == bad:
+            raise MemoryError("simulated")
+        return real(path, rows, *a, **k)
+
+    monkeypatch.setattr(pipeline.extract, "decode_video_clips", flaky)
+    out = tmp_path / "out"
+    summary = extract(out, synthetic_corpus.metadata, synthetic_corpus.videos, frames=2, shard_size=9)
+    assert summary["complete"] and summary["counts"] == {"ok": 6, "failed": 3}
+    for r in parquet_rows(out):
+        if r["video_id"] == bad:
+            assert r["error"] == "decode: internal error MemoryError: simulated"
