@@ -151,3 +151,15 @@ def test_saved_dir_is_readable_by_transformers(tmp_path: Path) -> None:
         ht = getattr(ht, "pooler_output", ht)
         assert (F.normalize(hv, dim=-1) - ours.encode_image(x)).abs().max().item() <= TOL
         assert (F.normalize(ht, dim=-1) - ours.encode_text(ids, mask)).abs().max().item() <= TOL
+
+
+def test_hf_dir_with_pytorch_model_bin(hf_dir: tuple[Path, CLIPModel], tmp_path: Path) -> None:
+    path, hf = hf_dir
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
+    torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
+    a = from_pretrained(path).eval()
+    b = from_pretrained(tmp_path).eval()
+    assert b.load_report.ok
+    ids, mask = _text_batch()
+    with torch.no_grad():
+        assert torch.equal(a.encode_text(ids, mask), b.encode_text(ids, mask))

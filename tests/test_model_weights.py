@@ -187,3 +187,16 @@ def test_missing_files_give_clear_errors(tmp_path: Path) -> None:
         from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="not found"):
         from_pretrained(tmp_path / "nope.pt")
+
+
+def test_safetensors_state_dict_with_explicit_config(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    cfg = tiny_config(num_proxies=2)  # 4 heads at width 64: not CLIP's width // 64 rule
+    src = CLIPViP(cfg).eval()
+    path = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    loaded = from_pretrained(path, config=cfg).eval()
+    assert loaded.load_report.source == "state-dict" and loaded.load_report.ok
+    _assert_same_outputs(src, loaded)

@@ -121,14 +121,6 @@ class CLIPViP(nn.Module):
             if isinstance(module, CLIPEncoder):
                 module.grad_checkpointing = enable
 
-    def no_weight_decay_names(self) -> set[str]:
-        """Parameters that conventionally get no weight decay (logit scale, embeddings tables, proxies)."""
-        names = {"logit_scale"}
-        for name, p in self.named_parameters():
-            if p.dim() < 2 or "embedding" in name or name.endswith("added_cls"):
-                names.add(name)
-        return names
-
 
 def from_pretrained(
     path: str | Path,
