@@ -9,22 +9,24 @@ Built-in names: "ofa", "ofa-tiny-random" (seeded, untrained), "noop". Add a back
 `captioner.register(name, factory)` or load one by path: `captioner.load("pkg.module:factory", ...)`.
 """
 
+from typing import Any
+
 from captioner.registry import Captioner, available, load, register
 
 
-def _load_ofa(**options):  # imports torch only when an OFA captioner is requested
+def _load_ofa(**options: Any) -> Captioner:  # imports torch only when an OFA captioner is requested
     from captioner.ofa.captioner import load_ofa
 
     return load_ofa(**options)
 
 
-def _load_tiny(**options):
+def _load_tiny(**options: Any) -> Captioner:
     from captioner.ofa.captioner import load_tiny_random
 
     return load_tiny_random(**options)
 
 
-def _load_noop(**options):
+def _load_noop(**options: Any) -> Captioner:
     from captioner.noop import load_noop
 
     return load_noop(**options)

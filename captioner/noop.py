@@ -14,5 +14,6 @@ class NoopCaptioner:
         return [""] * len(check_images(images))  # same input contract as real captioners
 
 
-def load_noop() -> NoopCaptioner:
+def load_noop(batch_size: int | None = None, device: object = None, dtype: object = None) -> NoopCaptioner:
+    """The options other captioners take are accepted and ignored, so a job can switch to "noop" unchanged."""
     return NoopCaptioner()

@@ -83,6 +83,9 @@ def test_noop() -> None:
     assert cap.id == "noop"
     assert cap.caption(_images()) == [""] * len(SIZES)
     assert cap.caption([]) == []
+    assert (
+        captioner.load("noop", batch_size=8, device="cuda", dtype="float16").id == "noop"
+    )  # drop-in for jobs
     with pytest.raises(ValueError, match="image 1"):
         cap.caption([np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.uint8)])
 
