@@ -71,6 +71,16 @@ def test_padding_truncation_and_mask(tok_dir: Path) -> None:
     assert int((ids[0] == tok.eot_id).int().argmax()) == n - 1
 
 
+def test_empty_and_non_string_inputs(tok_dir: Path) -> None:
+    tok = load_clip_tokenizer(tok_dir)
+    ids, mask = tok([], max_length=6)
+    assert ids.shape == mask.shape == (0, 6)
+    ids, mask = tok([""], max_length=6)
+    assert ids[0, :2].tolist() == [tok.bos_id, tok.eot_id] and mask[0].tolist() == [1, 1, 0, 0, 0, 0]
+    with pytest.raises(TypeError, match="item 1"):
+        tok(["ok", None], max_length=6)  # type: ignore[list-item]
+
+
 def test_round_trip_and_unicode(tok_dir: Path) -> None:
     tok = load_clip_tokenizer(tok_dir)
     for text in ["a red circle moves left", "Naïve café 東京", "zebra quokka"]:

@@ -78,8 +78,13 @@ class ClipTokenizer:
         n = max_length or self.max_length
         if n < 2:
             raise ValueError("max_length must be >= 2 (start and end tokens)")
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:  # a missing caption must not silently become the text "None"
+            raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+        if not texts:
+            return torch.zeros(0, n, dtype=torch.long), torch.zeros(0, n, dtype=torch.long)
         enc = self._tok(
-            [str(t) for t in texts],
+            list(texts),
             padding="max_length",
             truncation=True,
             max_length=n,
