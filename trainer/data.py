@@ -252,7 +252,7 @@ def _jpeg(data: bytes) -> np.ndarray:
 def _mp4_frames(data: bytes, num_frames: int, rng: random.Random | None) -> np.ndarray:
     import av
 
-    with av.open(io.BytesIO(data)) as c:
+    with av.open(io.BytesIO(data), mode="r") as c:
         if not c.streams.video:
             raise CorruptSample("mp4 has no video stream")
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]

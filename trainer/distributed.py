@@ -80,26 +80,36 @@ def destroy() -> None:
         dist.destroy_process_group()
 
 
+def _gather_padded(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """All ranks' ``x`` (local batch sizes may differ: a loader may drop a corrupt item) and the sizes."""
+    ws = dist.get_world_size()
+    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    sizes_t = [torch.empty_like(n) for _ in range(ws)]
+    dist.all_gather(sizes_t, n)
+    sizes = [int(t.item()) for t in sizes_t]
+    pad = max(sizes) - x.shape[0]
+    xp = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))]) if pad else x
+    parts = [torch.empty_like(xp) for _ in range(ws)]
+    dist.all_gather(parts, xp.contiguous())
+    return torch.cat([p[:k] for p, k in zip(parts, sizes)], dim=0), sizes
+
+
 class _GatherLocalGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ws = dist.get_world_size()
-        ctx.rank, ctx.world_size, ctx.n = dist.get_rank(), ws, x.shape[0]
-        parts = [torch.empty_like(x) for _ in range(ws)]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts, dim=0)
+        out, sizes = _gather_padded(x)
+        r = dist.get_rank()
+        ctx.start, ctx.n, ctx.world_size = sum(sizes[:r]), x.shape[0], len(sizes)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        start = ctx.rank * ctx.n
-        return grad[start : start + ctx.n] * ctx.world_size
+        return grad[ctx.start : ctx.start + ctx.n] * ctx.world_size
 
 
 def gather_features(x: torch.Tensor) -> torch.Tensor:
-    """All ranks' ``x`` concatenated in rank order ([W*B, ...]); the gradient flows to the local shard only
-    (scaled by W to undo DDP's averaging, see the module doc). Identity in a single process.
-
-    Every rank must pass the same local batch size.
+    """All ranks' ``x`` concatenated in rank order; the gradient flows to the local shard only (scaled by
+    the world size to undo DDP's averaging, see the module doc). Identity in a single process.
     """
     if world_size() == 1:
         return x
@@ -107,18 +117,19 @@ def gather_features(x: torch.Tensor) -> torch.Tensor:
 
 
 def all_gather_tensor(x: torch.Tensor) -> torch.Tensor:
-    """Gather without gradient (masks, counters)."""
+    """Gather without gradient (masks, counters); local sizes may differ."""
     if world_size() == 1:
         return x
     y = x.to(torch.uint8) if x.dtype == torch.bool else x  # gloo has no bool all_gather
-    parts = [torch.empty_like(y) for _ in range(world_size())]
-    dist.all_gather(parts, y.contiguous())
-    out = torch.cat(parts, dim=0)
+    out, _ = _gather_padded(y)
     return out.bool() if x.dtype == torch.bool else out
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    if world_size() > 1:
-        values = values.clone()
-        dist.all_reduce(values)
-    return values
+    """Sum over ranks (a copy; CPU tensors travel through the GPU under nccl)."""
+    if world_size() == 1:
+        return values
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else values.device
+    out = values.to(dev, copy=True)
+    dist.all_reduce(out)
+    return out.to(values.device)
