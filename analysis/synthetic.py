@@ -249,3 +249,22 @@ def write_sources(out_dir: Path, n: int = 1500, seed: int = 0) -> Path:
         '[sources.didemo]\nformat = "didemo_json"\npath = "test_data.json"\n'
     )
     return toml
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.synthetic",
+        description="Write generated Table 1 sources (fake content, real formats) and their sources.toml.",
+    )
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--n", type=int, default=1500, help="texts per source")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    print(write_sources(args.out_dir, n=args.n, seed=args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
