@@ -337,16 +337,16 @@ class Decoder(nn.Module):
         self.embed_tokens = embed_tokens
         self.layernorm_embedding = nn.LayerNorm(d)
         self.embed_positions = nn.Embedding(cfg.max_positions + 2, d)
-        self.embed_image_positions = nn.Embedding(
-            cfg.image_bucket_size**2 + 1, d
-        )  # image-code generation only
+        # Image positions, code layer norm and image tables serve image-code generation only (kept for exact
+        # state dicts).
+        self.embed_image_positions = nn.Embedding(cfg.image_bucket_size**2 + 1, d)
         self.pos_ln = nn.LayerNorm(d)
         self.image_pos_ln = nn.LayerNorm(d)
         self.self_pos_q_linear = nn.Linear(d, d)
         self.self_pos_k_linear = nn.Linear(d, d)
         self.cross_pos_q_linear = nn.Linear(d, d)
         self.cross_pos_k_linear = nn.Linear(d, d)
-        self.code_layernorm_embedding = nn.LayerNorm(d)  # image-code generation only
+        self.code_layernorm_embedding = nn.LayerNorm(d)
         self.pos_scaling = (d / h * cfg.attn_scale_factor) ** -0.5
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         self.layer_norm = nn.LayerNorm(d)
