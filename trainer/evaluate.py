@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,11 @@ def evaluate_model(
     """
     cfg = eval_config(eval_cfg)
     device = torch.device(device)
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    vision = getattr(getattr(model, "config", None), "vision", None)
+    if vision is not None and getattr(vision, "image_size", cfg.image_size) != cfg.image_size:
+        # Frames are squashed to the model's input size whatever the config says.
+        cfg = replace(cfg, image_size=int(vision.image_size))
     rset = load_split(cfg, cfg.split)
     total_queries = len(rset.queries()[0])
     if cfg.max_videos > 0:
@@ -211,14 +216,13 @@ def format_table(result: dict[str, Any]) -> str:
             f"({result['videos_missing']} missing, {result['videos_failed']} undecodable)")  # fmt: skip
     if not result.get("metrics"):
         return head + "\n(no metrics: nothing evaluated)"
-    lines = [head, f"{'':<14}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'MdR':>7}{'MnR':>8}"]
+    lines = [head, f"{'':<20}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'MdR':>7}{'MnR':>8}"]
     for variant in ("plain", "dsl"):
         for direction, label in (("t2v", "text->video"), ("v2t", "video->text")):
             m = result["metrics"][variant][direction]
-            name = f"{label}{' +DSL' if variant == 'dsl' else ''}"
+            name = label + (" +DSL" if variant == "dsl" else "")
             lines.append(
-                f"{name:<18}"[:14].ljust(14)
-                + f"{m['R1']:>7.1f}{m['R5']:>7.1f}{m['R10']:>7.1f}{m['MdR']:>7.1f}{m['MnR']:>8.1f}"
+                f"{name:<20}{m['R1']:>7.1f}{m['R5']:>7.1f}{m['R10']:>7.1f}{m['MdR']:>7.1f}{m['MnR']:>8.1f}"
             )
     return "\n".join(lines)
 
@@ -226,74 +230,84 @@ def format_table(result: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------- CLI
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    return data
-
-
-def load_model_for_eval(config: dict[str, Any], checkpoint: str | None, device: torch.device) -> nn.Module:
-    """``checkpoint`` (a saved model dir, HF CLIP dir, OpenAI CLIP .pt or CLIP-ViP checkpoint) or, when None,
-    the config's ``model`` section: ``init`` weights or a tiny random model (``tiny: true``)."""
+def load_model_for_eval(
+    model_cfg: Any, checkpoint: str | None, device: torch.device, seed: int = 0
+) -> nn.Module:
+    """``checkpoint`` (a run's ``model/``/``best/`` dir, HF CLIP dir, OpenAI CLIP .pt or CLIP-ViP checkpoint)
+    or, when None, the config's ``model`` section: its ``init`` weights (zero-shot) or a tiny random model."""
     from trainer import model as M
 
-    mcfg = dict(config.get("model") or {})
-    head = mcfg.get("video_head")
-    frames = mcfg.get("num_frames")
-    proxies = mcfg.get("num_proxies")
-    path = checkpoint or mcfg.get("init") or mcfg.get("pretrained")
+    path = checkpoint or model_cfg.init
     if path:
-        model = M.from_pretrained(path, num_proxies=proxies, num_frames=frames, video_head=head)
-    elif mcfg.get("tiny"):
-        overrides = dict(mcfg.get("tiny_overrides") or {})
-        for k in ("video_head", "num_frames", "num_proxies"):
-            if mcfg.get(k) is not None:
-                overrides[k] = mcfg[k]
-        torch.manual_seed(int(config.get("seed", 0)))
+        model = M.from_pretrained(
+            path,
+            num_proxies=model_cfg.num_proxies,
+            num_frames=model_cfg.num_frames,
+            video_head=model_cfg.video_head,
+        )
+    elif model_cfg.tiny:
+        overrides = {**model_cfg.tiny_overrides, "num_proxies": model_cfg.num_proxies,
+                     "num_frames": model_cfg.num_frames, "video_head": model_cfg.video_head}  # fmt: skip
+        torch.manual_seed(seed)
         model = M.CLIPViP(M.tiny_config(**overrides))
     else:
-        raise ValueError("no --checkpoint and the config's model section names no init weights")
+        raise ValueError("no --checkpoint and the config's model section has no init weights (model.init)")
     return model.to(device)
 
 
+def _find_tokenizer(explicit: str | None, cfg: Any, checkpoint: str | None) -> Path | None:
+    candidates = [
+        explicit,
+        cfg.tokenizer.path,
+        checkpoint,
+        cfg.model.init,
+        str(Path(cfg.out_dir) / "tokenizer"),
+    ]
+    for c in candidates:
+        if c and (Path(c) / "vocab.json").is_file():
+            return Path(c)
+        if c and Path(c).is_file() and (Path(c).parent / "vocab.json").is_file():
+            return Path(c).parent
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=(__doc__ or "").split("\n")[0])
+    p.add_argument("--config", required=True, type=Path, help="fine-tuning YAML (its eval, model, tokenizer)")
     p.add_argument(
-        "--config", required=True, type=Path, help="fine-tuning YAML (its eval and model sections)"
+        "--checkpoint", default=None, help="model dir / CLIP weights; default: the config's model.init"
     )
-    p.add_argument("--checkpoint", default=None, help="model dir / CLIP weights; default: the config's init")
     p.add_argument("--split", default=None, help="val or test (default: the config's eval.split)")
     p.add_argument("--videos", default=None, help="videos root (overrides eval.videos)")
-    p.add_argument("--tokenizer", default=None, help="dir with vocab.json + merges.txt (default: config)")
+    p.add_argument(
+        "--tokenizer", default=None, help="dir with vocab.json + merges.txt (default: from the config)"
+    )
     p.add_argument("--out", type=Path, default=None, help="write the result JSON here")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument(
+        "overrides", nargs=argparse.REMAINDER, help="--key value config overrides (as trainer.train)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from trainer.config import load_config  # here: trainer.config imports this module
+    from trainer.tokenizer import load_clip_tokenizer
 
-    config = _load_yaml(args.config)
-    ecfg = eval_config(dict(config.get("eval") or {}))
+    cfg = load_config(args.config, args.overrides)
+    ecfg = cfg.eval
     for name, value in (("split", args.split), ("videos", args.videos), ("batch_size", args.batch_size),
                         ("num_workers", args.num_workers)):  # fmt: skip
         if value is not None:
             setattr(ecfg, name, value)
-    from trainer.tokenizer import load_clip_tokenizer
-
-    tok_dir = args.tokenizer or (config.get("model") or {}).get("tokenizer") or config.get("tokenizer")
-    if not tok_dir and args.checkpoint and (Path(args.checkpoint) / "vocab.json").exists():
-        tok_dir = args.checkpoint
-    if not tok_dir:
-        p.error("no tokenizer: pass --tokenizer or set model.tokenizer in the config")
+    tok_dir = _find_tokenizer(args.tokenizer, cfg, args.checkpoint)
+    if tok_dir is None:
+        p.error("no tokenizer found: pass --tokenizer DIR (vocab.json + merges.txt) or set tokenizer.path")
     tokenizer = load_clip_tokenizer(tok_dir)
     device = torch.device(args.device)
-    model = load_model_for_eval(config, args.checkpoint, device)
+    model = load_model_for_eval(cfg.model, args.checkpoint, device, cfg.seed)
     result = evaluate_model(model, tokenizer, ecfg, device)
-    result["checkpoint"] = args.checkpoint or "(config init)"
+    result["checkpoint"] = args.checkpoint or cfg.model.init or "(random init)"
     print(format_table(result))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
