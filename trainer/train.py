@@ -47,14 +47,16 @@ def _setup_logging(out: Path, is_main: bool) -> None:
     root = logging.getLogger()
     root.setLevel(logging.INFO if is_main else logging.WARNING)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    if not any(getattr(h, "_clipvip", False) for h in root.handlers):
-        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-        if is_main:
-            handlers.append(logging.FileHandler(out / "train.log"))
-        for h in handlers:
-            h.setFormatter(fmt)
-            h._clipvip = True  # type: ignore[attr-defined]
-            root.addHandler(h)
+    for old in [h for h in root.handlers if getattr(h, "_clipvip", False)]:  # a previous run in-process
+        root.removeHandler(old)
+        old.close()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if is_main:
+        handlers.append(logging.FileHandler(out / "train.log"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        h._clipvip = True  # type: ignore[attr-defined]
+        root.addHandler(h)
 
 
 def _seed_everything(seed: int) -> None:
