@@ -138,3 +138,24 @@ def test_contract_generate_signature(model: OFA, gold: dict) -> None:
         assert [t.tolist() for t, _ in out[s]] == [h["tokens"] for h in ref[s]]
         assert [sc for _, sc in out[s]] == sorted((sc for _, sc in out[s]), reverse=True)
         assert all(t[-1].item() == 2 and t[0].item() != 0 for t, _ in out[s])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_precision_path_runs_and_stays_close(gold: dict, dtype: torch.dtype) -> None:
+    """The reduced-precision code path (masks, caches, casts) that CUDA uses, exercised on CPU.
+
+    Beams may legitimately reorder at near-ties in half precision, so only where a hypothesis has the same
+    tokens as the reference is its score compared (fp16/bf16 rounding: atol 1e-2).
+    """
+    model = OFA.from_checkpoint(CKPT, dtype=dtype)
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    got = _run(model, gold["inputs"], 3, True)
+    same = 0
+    for hyps, refs in zip(got, gold["generate_ngram3"]):
+        assert len(hyps) == 5
+        for h, g in zip(hyps, refs):
+            assert h.tokens[-1].item() == 2 and torch.isfinite(h.positional_scores).all()
+            if h.tokens.tolist() == g["tokens"]:
+                same += 1
+                assert abs(h.score - g["score"]) <= 1e-2
+    assert same >= 5, f"only {same} of 15 hypotheses agree with the fp32 reference"
