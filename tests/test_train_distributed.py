@@ -6,6 +6,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -15,7 +16,7 @@ from trainer.distributed import all_gather_tensor, gather_features
 from trainer.losses import contrastive_loss
 
 WORLD = 2
-B_LOCAL = 3
+N = 6  # global batch
 TOL = 1e-6  # float64 end to end; observed differences ~1e-15
 
 
@@ -40,7 +41,7 @@ class _Towers(torch.nn.Module):
 
 def _data() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    n = WORLD * B_LOCAL
+    n = N
     return {
         "video": torch.randn(n, 6, generator=g, dtype=torch.float64),
         "sub": torch.randn(n, 5, generator=g, dtype=torch.float64),
@@ -59,13 +60,14 @@ def _loss(model, d, gather):
     return total
 
 
-def _worker(rank: int, port: int, out: str) -> None:
+def _worker(rank: int, port: int, out: str, sizes: tuple[int, int]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         model = torch.nn.parallel.DistributedDataParallel(_Towers())
         full = _data()
-        local = {k: x[rank * B_LOCAL : (rank + 1) * B_LOCAL] for k, x in full.items()}
+        start = sum(sizes[:rank])
+        local = {k: x[start : start + sizes[rank]] for k, x in full.items()}
         total = _loss(model, local, gather_features)
         total.backward()
         grads = {n: p.grad.detach().clone() for n, p in model.module.named_parameters()}
@@ -80,8 +82,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_ranks_equal_single_process_full_batch(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+@pytest.mark.parametrize("sizes", [(3, 3), (4, 2)])  # (4, 2): a loader dropped a corrupt item on rank 1
+def test_two_gloo_ranks_equal_single_process_full_batch(tmp_path: Path, sizes: tuple[int, int]) -> None:
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), sizes), nprocs=WORLD, join=True)
     model = _Towers()
     ref = _loss(model, _data(), lambda x: x)
     ref.backward()
