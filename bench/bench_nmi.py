@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     md = f"""## NMI analysis (`bench/bench_nmi.py{" --quick" if args.quick else ""}`)
 
-{date}; {desc}.
+{date}; {desc}. A load average above the core count means the machine was shared with other jobs:
+absolute rates then vary several-fold between runs, the ratios measured in the same run much less.
 
 | Encoder (CPU, batch 64, generated texts) | ours texts/s | baseline | baseline texts/s | ratio ours/baseline |
 |---|---:|---|---:|---:|
