@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sqlite3
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".ts")
+_VIDEO_EXT_SET = frozenset(VIDEO_EXTENSIONS)
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TIME_RE = re.compile(r"^(\d{1,3}):([0-5]\d):([0-5]\d)(?:\.(\d{1,6}))?$")
 
 
@@ -71,12 +74,10 @@ def parse_time(text: object) -> float:
 
 def clip_key(clip_id: str) -> str:
     """The clip id without its video extension, dots replaced by underscores."""
-    stem = clip_id
-    for ext in VIDEO_EXTENSIONS:
-        if stem.lower().endswith(ext):
-            stem = stem[: -len(ext)]
-            break
-    return stem.replace(".", "_")
+    stem, dot, ext = clip_id.rpartition(".")
+    if dot and "." + ext.lower() in _VIDEO_EXT_SET:
+        clip_id = stem
+    return clip_id.replace(".", "_")
 
 
 def is_safe_name(name: object) -> bool:
@@ -85,7 +86,7 @@ def is_safe_name(name: object) -> bool:
         return False
     if "/" in name or "\\" in name or ".." in name or name.startswith("."):
         return False
-    return all(ord(c) >= 32 and c != "\x7f" for c in name)
+    return _CONTROL_RE.search(name) is None
 
 
 def expand_metadata(patterns: Sequence[str]) -> list[Path]:
@@ -108,13 +109,19 @@ def expand_metadata(patterns: Sequence[str]) -> list[Path]:
 
 
 class DigestSet:
-    """Open-addressing hash set of 64-bit digests in a numpy array (0 marks an empty slot)."""
+    """Open-addressing hash set of 64-bit digests in a flat uint64 array (0 marks an empty slot).
+
+    8 bytes per slot at load factor <= 1/2: 16-32 bytes per key, versus ~100 for a Python set of ints.
+    """
 
     def __init__(self, capacity: int = 1 << 16) -> None:
-        size = 1 << max(4, (capacity * 2 - 1).bit_length())
-        self._table = np.zeros(size, dtype=np.uint64)
-        self._mask = size - 1
+        self._alloc(1 << max(4, (capacity * 2 - 1).bit_length()))
         self._count = 0
+
+    def _alloc(self, size: int) -> None:
+        # array('Q') indexing returns plain ints, several times faster than numpy scalar access.
+        self._table = array("Q", bytes(8 * size))
+        self._mask = size - 1
 
     def __len__(self) -> int:
         return self._count
@@ -130,7 +137,7 @@ class DigestSet:
         table, mask = self._table, self._mask
         i = (d >> 7) & mask
         while True:
-            v = int(table[i])
+            v = table[i]
             if v == 0:
                 break
             if v == d:
@@ -143,17 +150,15 @@ class DigestSet:
         return True
 
     def _grow(self) -> None:
-        old = self._table[self._table != 0]
-        size = len(self._table) * 2
-        self._table = np.zeros(size, dtype=np.uint64)
-        self._mask = size - 1
-        self._count = 0
-        for v in old.tolist():
-            i = (v >> 7) & self._mask
-            while self._table[i] != 0:
-                i = (i + 1) & self._mask
-            self._table[i] = v
-            self._count += 1
+        old = np.frombuffer(self._table, dtype=np.uint64)
+        old = old[old != 0].tolist()
+        self._alloc(len(self._table) * 2)
+        table, mask = self._table, self._mask
+        for v in old:
+            i = (v >> 7) & mask
+            while table[i]:
+                i = (i + 1) & mask
+            table[i] = v
 
 
 def _line_rows(obj: object, source: str, start_index: int) -> list[ClipRow]:
@@ -194,7 +199,7 @@ def _clip_row(entry: object, video_id: str, source: str, index: int) -> ClipRow:
     clip_id = entry.get("clip_id")
     if not isinstance(clip_id, str) or not clip_id:
         return bad("missing or non-string field 'clip_id'")
-    if not is_safe_name(clip_id) or not clip_key(clip_id):
+    if not is_safe_name(clip_id):  # also rules out ids that are only an extension (".mp4")
         return bad(f"unsafe clip_id {clip_id!r}", clip_id)
     span = entry.get("span")
     if not isinstance(span, list | tuple) or len(span) != 2:
@@ -242,7 +247,8 @@ def iter_clips(metadata: Sequence[str | Path]) -> Iterator[ClipRow]:
                 rows = _parse_line(text, source, index)
                 for row in rows:
                     # Keys of failed rows are registered too, so a later copy is still a duplicate.
-                    fresh = seen.add(row.key) if row.key else True
+                    key = row.key
+                    fresh = seen.add(key) if key else True
                     if row.error is None and not fresh:
                         row.error = f"metadata: duplicate clip id {row.clip_id!r} ({source})"
                     yield row
