@@ -194,3 +194,53 @@ def test_tiny_model_learns_video_text_retrieval(tmp_path: Path) -> None:
     assert r1 >= 3 * chance
     losses = _losses(out)
     assert losses[max(losses)] < 0.5 * losses[1]
+
+
+def test_retrieval_finetuning_with_validation_selects_on_val(tmp_path: Path) -> None:
+    corpus = generate(tmp_path / "c", videos=0, clips_per_video=1, seed=1, width=64, height=64, fps=10.0,
+                      downstream_videos=(8, 3, 3))  # fmt: skip
+    d = corpus.downstream
+    common = f"videos: {d / 'videos'}, num_frames: 4, max_text_len: 32"
+    out = tmp_path / "ft"
+    summary = run(
+        load_config(
+            TINY,
+            [
+                "--out_dir",
+                str(out),
+                "--loss",
+                "vs",
+                "--data.kind",
+                "retrieval",
+                "--data.batch_size",
+                "4",
+                "--data.num_workers",
+                "0",
+                "--data.retrieval",
+                f"{{dataset: msrvtt, {common}, annotations: {{train_ids: "
+                f"{d / 'MSRVTT_train.9k.csv'}, data_json: {d / 'MSRVTT_data.json'}}}}}",
+                "--eval",
+                f"{{dataset: msrvtt, {common}, split: val, num_workers: 0, annotations: "
+                f"{{val_csv: {d / 'MSRVTT_val.csv'}}}}}",
+                "--eval_every",
+                "2",
+                "--schedule.total_steps",
+                "4",
+                "--log_every",
+                "1",
+            ],
+        )  # fmt: skip
+    )
+    vals = [r for r in read_log(out / "log.jsonl") if r["kind"] == "val"]
+    assert [r["step"] for r in vals] == [2, 4] and all(r["videos_evaluated"] == 3 for r in vals)
+    best = json.loads((out / "best" / "selection.json").read_text())
+    assert best["split"] == "val" and best["score"] == max(r["t2v_R1"] for r in vals)
+    assert summary["best"]["step"] == best["step"]
+    # The exported dir is a complete init for the next stage (weights + tokenizer).
+    nxt = run(load_config(TINY, ["--out_dir", str(tmp_path / "next"), "--model.tiny", "false",
+                                 "--model.init", str(out / "best"), "--loss", "vs", "--data.kind", "retrieval",
+                                 "--data.batch_size", "4", "--data.num_workers", "0",
+                                 "--data.retrieval", f"{{dataset: msrvtt, {common}, annotations: {{train_ids: "
+                                 f"{d / 'MSRVTT_train.9k.csv'}, data_json: {d / 'MSRVTT_data.json'}}}}}",
+                                 "--max_steps", "1"]))  # fmt: skip
+    assert nxt["steps"] == 1

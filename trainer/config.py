@@ -199,6 +199,7 @@ def _leaf_paths(cls: type, prefix: str = "") -> list[str]:
         tp = _hints(cls)[f.name]
         path = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            out.append(path)  # a whole section can be given as a mapping (--eval '{split: val, ...}')
             out += _leaf_paths(tp, path + ".")
         else:
             out.append(path)
@@ -238,7 +239,10 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         parts = path.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml.safe_load(raw) if raw != "" else ""
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            value = _merge(node[parts[-1]], value)
+        node[parts[-1]] = value
     return out
 
 

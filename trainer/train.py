@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -88,8 +89,8 @@ def _retrieval_texts(cfg: TrainConfig) -> list[str]:
     return [t for v in rset.videos for t in v.texts]
 
 
-def build_tokenizer(cfg: TrainConfig, info: tdist.DistInfo, tars: list[Path] | None) -> Any:
-    """Tokenizer dir from ``tokenizer.path``, else the ``model.init`` dir, else (tiny model) learned from the
+def build_tokenizer(cfg: TrainConfig, info: tdist.DistInfo, tars: list[Path] | None) -> tuple[Any, Path]:
+    """(tokenizer, its dir): ``tokenizer.path``, else the ``model.init`` dir, else (tiny model) learned from the
     training texts into OUT/tokenizer by rank 0."""
     from trainer.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
 
@@ -98,7 +99,7 @@ def build_tokenizer(cfg: TrainConfig, info: tdist.DistInfo, tars: list[Path] | N
         cands.append(cfg.model.init)
     for c in cands:
         if (Path(c) / "vocab.json").is_file():
-            return load_clip_tokenizer(c)
+            return load_clip_tokenizer(c), Path(c)
     if cfg.tokenizer.path:
         raise FileNotFoundError(f"tokenizer.path {cfg.tokenizer.path}: no vocab.json + merges.txt")
     if not cfg.model.tiny:
@@ -114,7 +115,7 @@ def build_tokenizer(cfg: TrainConfig, info: tdist.DistInfo, tars: list[Path] | N
             tok_dir,
         )
     tdist.barrier()
-    return load_clip_tokenizer(tok_dir)
+    return load_clip_tokenizer(tok_dir), tok_dir
 
 
 def build_model(cfg: TrainConfig, tokenizer: Any) -> CLIPViP:
@@ -256,7 +257,7 @@ class Trainer:
         _setup_logging(self.out, self.info.is_main)
         _seed_everything(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
         self.tars = find_shard_tars(cfg.data.shards) if cfg.data.kind == "shards" else None
-        self.tokenizer = build_tokenizer(cfg, self.info, self.tars)
+        self.tokenizer, self.tokenizer_dir = build_tokenizer(cfg, self.info, self.tars)
         self.model: CLIPViP = build_model(cfg, self.tokenizer).to(self.info.device)
         image_size = self.model.config.vision.image_size
         cfg.eval.image_size = image_size  # evaluation and retrieval data always follow the model's input size
@@ -360,10 +361,17 @@ class Trainer:
         self.best = dict(ck.get("best") or self.best)
         log.info("resumed from %s at step %d", path, self.step)
 
+    def export(self, directory: Path) -> None:
+        """Weights in ``from_pretrained`` format plus the tokenizer files, so the dir is a complete ``init``."""
+        from trainer.model import save_pretrained
+
+        save_pretrained(self.model, directory)
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copyfile(self.tokenizer_dir / name, directory / name)
+
     # ---- validation ---------------------------------------------------------------------------------
     def validate(self) -> None:
         from trainer.evaluate import evaluate_model
-        from trainer.model import save_pretrained
 
         if self.info.is_main:
             t0 = time.monotonic()
@@ -386,7 +394,7 @@ class Trainer:
                     "metric": key,
                     "split": res.get("split"),
                 }
-                save_pretrained(self.model, self.out / "best")
+                self.export(self.out / "best")
                 (self.out / "best" / "selection.json").write_text(json.dumps(self.best, indent=1))
         self.best = _broadcast_object(self.best)
         tdist.barrier()
@@ -491,11 +499,10 @@ class Trainer:
         return self.finish(last)
 
     def finish(self, last: dict[str, float]) -> dict[str, Any]:
-        from trainer.model import save_pretrained
 
         summary: dict[str, Any] = {}
         if self.info.is_main:
-            save_pretrained(self.model, self.out / "model")
+            self.export(self.out / "model")
             assert self.logger is not None
             self.logger.close()
             png = plot_losses(self.logger.path, self.out / "loss_curves.png")
