@@ -206,7 +206,7 @@ class TableRun:
     """Every requested pair's result or error, and the sources that were skipped and why."""
 
     results: list[PairResult] = field(default_factory=list)
-    errors: list[dict] = field(default_factory=list)  # {src, tgt, error}
+    errors: list[dict] = field(default_factory=list)  # {src, tgt, error} or {source, error}
     skipped: list[dict] = field(default_factory=list)  # {source, reason}
     sources: dict[str, dict] = field(default_factory=dict)  # name -> file, sha256, counts, notes
 
@@ -241,7 +241,7 @@ def run_pairs(
         except (SourceFormatError, OSError) as e:
             if not skip_missing:
                 raise
-            run.skipped.append({"source": name, "reason": str(e)})
+            run.errors.append({"source": name, "error": str(e)})  # present but unusable: an error
             log.error("source %s unusable: %s", name, e)
             return None
         prepared[name] = p
@@ -298,7 +298,9 @@ def format_table(run: TableRun, pairs: Sequence[tuple[str, str]]) -> str:
             cells.append((f"{r.nmi_mean:.3f}+-{r.nmi_std:.3f}" if r else "n/a").rjust(width))
         lines.append(LABELS.get(t, t).ljust(10) + "".join(cells))
     notes = [f"  {d['source']}: skipped ({d['reason']})" for d in run.skipped]
-    notes += [f"  {d['src']} vs {d['tgt']}: error ({d['error']})" for d in run.errors]
+    notes += [
+        f"  {d.get('source') or d['src'] + ' vs ' + d['tgt']}: error ({d['error']})" for d in run.errors
+    ]
     return "\n".join(lines + notes)
 
 
@@ -321,8 +323,10 @@ def write_csv(path: Path, run: TableRun) -> None:
         for r in run.results:
             d = r.to_json()
             w.writerow([d[c] for c in cols] + [" ".join(f"{v:.6f}" for v in r.nmi_runs), ""])
-        for e in run.errors:
-            w.writerow([e["src"], e["tgt"]] + [""] * (len(cols) - 1) + [e["error"]])
+        for e in run.errors:  # a source-level error has no target
+            w.writerow(
+                [e.get("src", e.get("source")), e.get("tgt", "")] + [""] * (len(cols) - 2) + [e["error"]]
+            )
 
 
 def _write_json(path: Path, obj: dict) -> None:

@@ -174,6 +174,8 @@ def test_cli_as_script_and_module(hf_clip_dir, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     script = json.loads((tmp_path / "script.json").read_text())
 
+    # as `python -m analysis.nmi` would: a fresh __main__, not the copy other tests imported
+    monkeypatch.delitem(sys.modules, "analysis.nmi", raising=False)
     monkeypatch.setattr(sys, "argv", ["nmi", *common, "--no-cache", "--out", str(tmp_path / "module.json")])
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_module("analysis.nmi", run_name="__main__")

@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
+from analysis import synthetic
 from analysis.cache import FeatureCache, file_sha256
 from analysis.clustering import KMeansConfig, kmeans_labels, nmi
-from analysis.nmi import NmiConfig, TooFewTexts, measure_pair, plan_draws, prepare_source
+from analysis.nmi import NmiConfig, TooFewTexts, main, measure_pair, plan_draws, prepare_source
 from analysis.sources import SourceSpec
 
 
@@ -160,3 +161,44 @@ def test_measure_pair_encodes_union_once_and_is_deterministic(tmp_path):
     assert r1.nmi_mean < 0.1
     assert r1.nmi_std == pytest.approx(float(np.std(r1.nmi_runs, ddof=1)))
     assert r1.draw0 is not None and r1.draw0.feats.shape == (80, 16)
+
+
+def test_all_records_absent_and_broken_sources_and_goes_on(tmp_path, capsys):
+    """--all with a stand-in encoder: an absent CC12M falls back to CC3M, a broken WebVid file is an
+    error of that source only, an absent COCO is skipped with a note; the other pairs are measured."""
+    toml = synthetic.write_sources(tmp_path, n=60)
+    (tmp_path / "cc3m.tsv").write_text((tmp_path / "cc12m.tsv").read_text())
+    (tmp_path / "webvid.csv").write_text("this is not the webvid header\nrow\n")
+    reg = (
+        toml.read_text().replace('"cc12m.tsv"', '"absent.tsv"').replace('"captions_coco.json"', '"gone.json"')
+    )
+    toml.write_text(reg + '[sources.cc3m]\nformat = "cc_tsv"\npath = "cc3m.tsv"\n')
+    out = tmp_path / "t.json"
+    rc = main(
+        [
+            "--all",
+            "--sources",
+            str(toml),
+            "--samples",
+            "20",
+            "--repeats",
+            "2",
+            "--no-cache",
+            "--out",
+            str(out),
+            "--no-progress",
+            "-q",
+        ],
+        encoder_factory=lambda *a: HashEncoder(),
+    )
+    assert rc == 1
+    table = json.loads(out.read_text())
+    assert {(r["src"], r["tgt"]) for r in table["results"]} == {
+        (s, t) for s in ("hdvila_sub", "hdvila_cap", "cc3m") for t in ("msrvtt", "didemo")
+    }
+    assert [d["source"] for d in table["skipped"]] == ["coco"]
+    assert table["errors"][0]["source"] == "webvid" and "'name'" in table["errors"][0]["error"]
+    printed = capsys.readouterr().out
+    assert "CC3M" in printed and "webvid: error" in printed and "coco: skipped" in printed
+    assert (tmp_path / "t.csv").read_text().count("\n") == 1 + 6 + 1
+    assert (tmp_path / "t.png").is_file()
