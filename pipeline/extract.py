@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,7 +348,12 @@ def _run_pool(
                 # Bounded look-ahead: never hold more than 2 shards per worker of rows in memory.
                 while len(pending) >= 2 * workers:
                     reap(block=True)
-                fut = pool.submit(_worker, out, spec, args.videos, args.options, subs, args.retry_failed)
+                try:
+                    fut = pool.submit(_worker, out, spec, args.videos, args.options, subs, args.retry_failed)
+                except BrokenProcessPool:
+                    # A worker died (killed, out of memory): stop here; a rerun resumes the rest.
+                    errors.append("worker pool broke (a worker process died); rerun to resume")
+                    break
                 pending[fut] = spec
             while pending:
                 reap(block=True)

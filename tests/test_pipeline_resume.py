@@ -132,3 +132,50 @@ def test_retry_failed_and_refusals(synthetic_corpus: CorpusManifest, tmp_path: P
     assert main(cli(synthetic_corpus, videos, out, "--frames", "8", "--overwrite")) == 0
     assert json.loads((out / "plan.json").read_text())["options"]["frames"] == 8
     assert_each_clip_once(out, synthetic_corpus)
+
+
+def test_second_run_on_same_out_is_refused(synthetic_corpus: CorpusManifest, tmp_path: Path, capsys) -> None:
+    from pipeline.extract import lock_output
+
+    out = tmp_path / "out"
+    held = lock_output(out)
+    try:
+        assert main(cli(synthetic_corpus, synthetic_corpus.videos, out)) == 2
+        assert "another extract run" in capsys.readouterr().err
+    finally:
+        held.close()
+    assert not (out / "plan.json").exists()
+
+
+def _pool_workers(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(x) for x in (task / "children").read_text().split()]
+    return [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+
+def test_killed_pool_worker_loses_nothing(synthetic_corpus: CorpusManifest, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = cli(synthetic_corpus, synthetic_corpus.videos, out, "--workers", "2", "--store-video")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        first = out / "shards" / "00000.stats.json"
+        deadline = time.time() + 120
+        while not first.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        workers = _pool_workers(proc.pid)
+        assert workers, "no pool worker found"
+        os.kill(workers[0], signal.SIGKILL)  # one worker dies mid-shard; the driver must survive it
+        assert proc.wait(timeout=120) == 1  # incomplete: it says so and exits non-zero
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    summary = json.loads((out / "summary.json").read_text())
+    assert not summary["complete"] and summary["shard_errors"]
+    assert main(args) == 0
+    assert_each_clip_once(out, synthetic_corpus)
