@@ -230,28 +230,21 @@ def format_table(result: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------- CLI
 
 
-def load_model_for_eval(
-    model_cfg: Any, checkpoint: str | None, device: torch.device, seed: int = 0
-) -> nn.Module:
+def load_model_for_eval(cfg: Any, checkpoint: str | None, tokenizer: Any, device: torch.device) -> nn.Module:
     """``checkpoint`` (a run's ``model/``/``best/`` dir, HF CLIP dir, OpenAI CLIP .pt or CLIP-ViP checkpoint)
-    or, when None, the config's ``model`` section: its ``init`` weights (zero-shot) or a tiny random model."""
+    or, when None, the config's initial model exactly as training builds it (``model.init`` weights, or the
+    seeded tiny random model), i.e. the zero-shot baseline."""
     from trainer import model as M
+    from trainer.train import build_model
 
-    path = checkpoint or model_cfg.init
-    if path:
+    m = cfg.model
+    if checkpoint:
         model = M.from_pretrained(
-            path,
-            num_proxies=model_cfg.num_proxies,
-            num_frames=model_cfg.num_frames,
-            video_head=model_cfg.video_head,
+            checkpoint, num_proxies=m.num_proxies, num_frames=m.num_frames, video_head=m.video_head
         )
-    elif model_cfg.tiny:
-        overrides = {**model_cfg.tiny_overrides, "num_proxies": model_cfg.num_proxies,
-                     "num_frames": model_cfg.num_frames, "video_head": model_cfg.video_head}  # fmt: skip
-        torch.manual_seed(seed)
-        model = M.CLIPViP(M.tiny_config(**overrides))
     else:
-        raise ValueError("no --checkpoint and the config's model section has no init weights (model.init)")
+        torch.manual_seed(cfg.seed)  # the training run seeds the same way before building its model
+        model = build_model(cfg, tokenizer)
     return model.to(device)
 
 
@@ -272,7 +265,9 @@ def _find_tokenizer(explicit: str | None, cfg: Any, checkpoint: str | None) -> P
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainer.evaluate", description=(__doc__ or "").split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m trainer.evaluate", allow_abbrev=False, description=(__doc__ or "").split("\n")[0]
+    )
     p.add_argument("--config", required=True, type=Path, help="fine-tuning YAML (its eval, model, tokenizer)")
     p.add_argument(
         "--checkpoint", default=None, help="model dir / CLIP weights; default: the config's model.init"
@@ -286,15 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument(
-        "overrides", nargs=argparse.REMAINDER, help="--key value config overrides (as trainer.train)"
-    )
-    args = p.parse_args(argv)
+    # anything else is a trainer.train-style `--key value` config override (e.g. --model.video_head clip2video)
+    args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from trainer.config import load_config  # here: trainer.config imports this module
     from trainer.tokenizer import load_clip_tokenizer
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, overrides)
     ecfg = cfg.eval
     for name, value in (("split", args.split), ("videos", args.videos), ("batch_size", args.batch_size),
                         ("num_workers", args.num_workers)):  # fmt: skip
@@ -305,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("no tokenizer found: pass --tokenizer DIR (vocab.json + merges.txt) or set tokenizer.path")
     tokenizer = load_clip_tokenizer(tok_dir)
     device = torch.device(args.device)
-    model = load_model_for_eval(cfg.model, args.checkpoint, device, cfg.seed)
+    model = load_model_for_eval(cfg, args.checkpoint, tokenizer, device)
     result = evaluate_model(model, tokenizer, ecfg, device)
     result["checkpoint"] = args.checkpoint or cfg.model.init or "(random init)"
     print(format_table(result))
