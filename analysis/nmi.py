@@ -467,6 +467,9 @@ def main(
         return 0
 
     print(format_table(run, pairs))
+    if not run.results:
+        print("error: no pair could be measured (see the notes above)", file=sys.stderr)
+        return 1
     out = args.out or Path("nmi_table.json")
     obj = {
         "encoder": args.encoder,

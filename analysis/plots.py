@@ -48,6 +48,7 @@ def plot_nmi(path: Path, draws: Sequence[DrawView], bars: Sequence[Bar], title: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     cols = min(4, max(1, len(draws)))
     rows = math.ceil(len(draws) / cols) if draws else 0
@@ -56,23 +57,20 @@ def plot_nmi(path: Path, draws: Sequence[DrawView], bars: Sequence[Bar], title: 
     for i, d in enumerate(draws):
         ax = fig.add_subplot(grid[i // cols, i % cols])
         xy = pca_2d(d.feats)
-        for label, name, colour in ((0, d.src, "tab:orange"), (1, d.tgt, "tab:blue")):
+        for label, colour in ((0, "tab:orange"), (1, "tab:blue")):
             for cluster, marker in ((0, "o"), (1, "x")):
                 m = (d.labels == label) & (d.clusters == cluster)
-                ax.scatter(
-                    xy[m, 0],
-                    xy[m, 1],
-                    s=6,
-                    c=colour,
-                    marker=marker,
-                    alpha=0.5,
-                    linewidths=0.6,
-                    label=name if cluster == 0 else None,
-                )
+                ax.scatter(xy[m, 0], xy[m, 1], s=8, c=colour, marker=marker, alpha=0.6, linewidths=0.8)
+        handles = [
+            Line2D([], [], ls="", marker="s", color="tab:orange", label=d.src),
+            Line2D([], [], ls="", marker="s", color="tab:blue", label=d.tgt),
+            Line2D([], [], ls="", marker="o", color="grey", label="cluster 0"),
+            Line2D([], [], ls="", marker="x", color="grey", label="cluster 1"),
+        ]
         ax.set_title(f"{d.src} vs {d.tgt} (draw 0 NMI {d.nmi:.3f})", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.legend(fontsize=7, markerscale=2, loc="best")
+        ax.legend(handles=handles, fontsize=7, loc="best")
     ax = fig.add_subplot(grid[rows, :])
     tgts = list(dict.fromkeys(b.tgt for b in bars))
     srcs = list(dict.fromkeys(b.src for b in bars))

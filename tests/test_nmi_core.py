@@ -202,3 +202,16 @@ def test_all_records_absent_and_broken_sources_and_goes_on(tmp_path, capsys):
     assert "CC3M" in printed and "webvid: error" in printed and "coco: skipped" in printed
     assert (tmp_path / "t.csv").read_text().count("\n") == 1 + 6 + 1
     assert (tmp_path / "t.png").is_file()
+
+
+def test_all_with_no_data_fails_clearly(tmp_path, capsys):
+    toml = tmp_path / "s.toml"
+    toml.write_text('[sources.msrvtt]\nformat = "msrvtt_csv"\npath = "nowhere.csv"\n')
+    rc = main(
+        ["--all", "--sources", str(toml), "--no-cache", "--out", str(tmp_path / "t.json"), "-q"],
+        encoder_factory=lambda *a: HashEncoder(),
+    )
+    captured = capsys.readouterr()
+    assert rc == 1 and "no pair could be measured" in captured.err
+    assert "hdvila_sub: skipped (not in the sources registry)" in captured.out
+    assert not (tmp_path / "t.json").exists()
