@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,8 +138,6 @@ class MiniLMEncoder:
         model_dir = Path(model_dir) if model_dir is not None else minilm_model_dir()
         # verified_sha256: the caller (load_encoder) has just hashed these very files
         digest = verified_sha256 or verify_minilm_dir(model_dir)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         self.model = AutoModel.from_pretrained(
             str(model_dir), local_files_only=True, use_safetensors=True, trust_remote_code=False

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
@@ -129,18 +130,42 @@ def load_source(spec: SourceSpec) -> LoadedSource:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
+def _refuse_parquet(spec: SourceSpec) -> None:
+    with spec.path.open("rb") as f:
+        if f.read(4) == b"PAR1":
+            raise SourceFormatError(f"{spec.path}: is a Parquet file, not {spec.format} text")
+
+
+def _not_utf8(spec: SourceSpec, e: UnicodeDecodeError, where: str) -> SourceFormatError:
+    return SourceFormatError(
+        f"{spec.path}: not UTF-8 text ({where}, bytes {e.object[e.start : e.start + 4]!r}); "
+        f"format {spec.format} expects a UTF-8 text file"
+    )
+
+
 def _read_text(spec: SourceSpec) -> str:
-    """Whole file as text: UTF-8 with an optional BOM, any newline style."""
+    """Whole file as text (JSON and headed CSV formats): UTF-8 with an optional BOM."""
+    _refuse_parquet(spec)
     raw = spec.path.read_bytes()
-    if raw[:4] == b"PAR1":
-        raise SourceFormatError(f"{spec.path}: is a Parquet file, not {spec.format} text")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise SourceFormatError(
-            f"{spec.path}: not UTF-8 text (byte {e.start}: {raw[e.start : e.start + 4]!r}); "
-            f"format {spec.format} expects a UTF-8 text file"
-        ) from None
+        raise _not_utf8(spec, e, f"byte {e.start}") from None
+
+
+def _iter_lines(spec: SourceSpec) -> Iterator[str]:
+    """Lines without their endings, streamed (line files can be CC12M- or HD-VILA-sized): UTF-8 with
+    an optional BOM, LF / CRLF / CR newlines."""
+    _refuse_parquet(spec)
+    lineno = 0
+    try:
+        with spec.path.open("r", encoding="utf-8-sig", newline=None) as f:
+            for line in f:
+                lineno += 1  # for the error message
+                yield line.rstrip("\n")
+    except UnicodeDecodeError as e:
+        # the decoder reads ahead in blocks, so only the block's position is known
+        raise _not_utf8(spec, e, f"in the block read after line {lineno}") from None
 
 
 def _add(out: LoadedSource, text: object, where: str, problems: list[str]) -> None:
@@ -355,14 +380,15 @@ def _looks_like_url(s: str) -> bool:
 def load_cc_tsv(spec: SourceSpec, out: LoadedSource) -> None:
     """Conceptual Captions TSV, no header, two columns. CC3M puts `caption<TAB>url`, CC12M
     `url<TAB>caption`: the URL column is detected (or set with option `caption_column` = 0 | 1)."""
-    text = _read_text(spec)
     # QUOTE_NONE: alt-texts contain unbalanced quotes and the files are not CSV-quoted.
-    rows = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE) if r]
-    two = [r for r in rows if len(r) == 2]
-    if rows and not two:
+    reader = csv.reader(_iter_lines(spec), delimiter="\t", quoting=csv.QUOTE_NONE)
+    head = list(itertools.islice(reader, 200))  # probe rows for the column order
+    rows = itertools.chain(head, reader)
+    two = [r for r in head if len(r) == 2]
+    if any(head) and not two:
         raise SourceFormatError(
             f"{spec.path}: format cc_tsv expects two tab-separated columns (caption, url); "
-            f"first line has {len(rows[0])} field(s): {rows[0][:3]!r}"
+            f"first line has {len(head[0])} field(s): {head[0][:3]!r}"
         )
     cap_col = spec.options.get("caption_column")
     if cap_col is None:
@@ -377,6 +403,8 @@ def load_cc_tsv(spec: SourceSpec, out: LoadedSource) -> None:
         out.notes.append(f"caption column {cap_col} ({'CC12M' if cap_col else 'CC3M'} order)")
     problems: list[str] = []
     for lineno, r in enumerate(rows, start=1):
+        if not r:
+            continue  # blank line
         if len(r) != 2:
             out.rows += 1
             out.malformed += 1
@@ -398,7 +426,7 @@ def load_subtitles_jsonl(spec: SourceSpec, out: LoadedSource) -> None:
     problems: list[str] = []
     bad_json = 0
     seen = 0
-    for lineno, line in enumerate(_read_text(spec).splitlines(), start=1):
+    for lineno, line in enumerate(_iter_lines(spec), start=1):
         if not line.strip():
             continue
         seen += 1
@@ -456,7 +484,7 @@ def load_captions_parquet(spec: SourceSpec, out: LoadedSource) -> None:
 def load_text_lines(spec: SourceSpec, out: LoadedSource) -> None:
     """One text per line (any newline style); blank lines count as empty."""
     problems: list[str] = []
-    for lineno, line in enumerate(_read_text(spec).splitlines(), start=1):
+    for lineno, line in enumerate(_iter_lines(spec), start=1):
         _add(out, line, f"line {lineno}", problems)
 
 
