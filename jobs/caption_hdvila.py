@@ -39,7 +39,7 @@ import ray  # noqa: E402
 import ray.cloudpickle  # noqa: E402
 
 from jobs import caption_stages  # noqa: E402
-from jobs.shard_stream import Progress, StreamConfig, run_stream  # noqa: E402
+from jobs.shard_stream import Progress, StreamConfig, estimate_shard_bytes, run_stream  # noqa: E402
 from pipeline.extract import LockedError, _lock  # noqa: E402
 from pipeline.metadata import open_subtitles  # noqa: E402
 from pipeline.plan import ExtractOptions, Plan, PlanMismatchError, iter_shards, load_or_create_plan  # noqa: E402
@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--checkpoint", help="OFA checkpoint (.pt / .pt.xz), for --captioner ofa")
     cap.add_argument("--bpe-dir", help="OFA BPE directory, for --captioner ofa")
     cap.add_argument("--batch-size", type=int, help="images per captioner forward pass (captioner default)")
+    cap.add_argument(
+        "--caption-input-size",
+        type=int,
+        default=_STREAM.caption_input_size,
+        help="squash middle frames to this size in the decode tasks (0: send native frames); with the "
+        "captioner's own input size (OFA-large: 480) the captions are identical and 4x less data moves",
+    )
     cap.add_argument(
         "--dtype", help="float32 | float16 | bfloat16 (captioner default: fp16 on GPU, fp32 on CPU)"
     )
@@ -146,7 +153,7 @@ def connect(args: argparse.Namespace) -> Path | None:
     return temp_dir
 
 
-def stream_config(args: argparse.Namespace) -> StreamConfig:
+def stream_config(args: argparse.Namespace, options: ExtractOptions) -> StreamConfig:
     resources = ray.cluster_resources()
     gpus = (
         args.captioner_gpus
@@ -160,9 +167,14 @@ def stream_config(args: argparse.Namespace) -> StreamConfig:
         captioner_cpus=args.captioner_cpus if args.captioner_cpus is not None else _STREAM.captioner_cpus,
         captioner_gpus=gpus,
         decode_cpus=args.decode_cpus,
+        caption_input_size=args.caption_input_size,
         max_inflight=args.max_inflight,
     )
-    return cfg.resolve(resources.get("CPU", 0.0))
+    return cfg.resolve(
+        resources.get("CPU", 0.0),
+        resources.get("object_store_memory", 0.0),
+        estimate_shard_bytes(options, args.caption_input_size),
+    )
 
 
 def clips_in_shard(plan: Plan, index: int) -> int:
@@ -188,7 +200,7 @@ def _run_locked(args: argparse.Namespace, out: Path, t0: float) -> int:
     options = extract_options(args)
     try:
         plan = load_or_create_plan(out, args.metadata, args.videos, options, args.overwrite, args.subtitles)
-    except PlanMismatchError as e:
+    except (PlanMismatchError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cleanup_temp(out)  # temporary files of a killed run; we hold the lock, so nobody else writes here
@@ -206,14 +218,17 @@ def _run_locked(args: argparse.Namespace, out: Path, t0: float) -> int:
     )
     result = None
     cluster: dict[str, float] = {}
+    stream_s = 0.0
     if todo:
         temp_dir = connect(args)  # only now: a resubmit with nothing left to do starts no Ray
         try:
             cluster = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
-            cfg = stream_config(args)
+            cfg = stream_config(args, options)
             print(f"[caption-job] cluster {cluster}; {cfg}", flush=True)
             specs = iter_shards(plan, only=todo)
+            t_stream = time.monotonic()
             result = run_stream(str(out), specs, args.videos, options, subtitles, cfg, progress)
+            stream_s = time.monotonic() - t_stream
         finally:
             ray.shutdown()
             if temp_dir is not None:
@@ -233,6 +248,9 @@ def _run_locked(args: argparse.Namespace, out: Path, t0: float) -> int:
         "wall_s": round(wall, 3),
         "clips_processed": progress.done_clips,
         "clips_per_s": round(progress.done_clips / wall, 3) if wall > 0 else None,
+        # Excludes Ray start-up and planning: the steady-state rate of the streaming stages.
+        "stream_s": round(stream_s, 3),
+        "stream_clips_per_s": round(progress.done_clips / stream_s, 3) if stream_s > 0 else None,
         "shards_this_run": progress.done_shards,
         "shards_already_complete": plan.num_shards - len(todo),
         "cluster": cluster,

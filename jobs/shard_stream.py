@@ -34,6 +34,7 @@ class StreamConfig:
     captioner_cpus: float = 1.0  # per actor
     captioner_gpus: float = 0.0  # per actor: 1 on GPU clusters
     decode_cpus: float = 1.0  # per decode task
+    caption_input_size: int = 0  # >0: decode tasks squash middle frames to this size (OFA-large: 480)
     write_cpus: float = 1.0  # per writer task
     max_inflight: int = 0  # shards between plan and disk; 0: derived from the cluster (see resolve)
     max_retries: int = 3  # Ray retries of a task whose worker died
@@ -41,8 +42,15 @@ class StreamConfig:
     max_actor_replacements: int = 4  # fresh actors started after one died for good
     progress_every_s: float = 5.0
 
-    def resolve(self, cluster_cpus: float) -> StreamConfig:
-        """Check the request fits the cluster and fill in the derived window."""
+    def resolve(
+        self, cluster_cpus: float, object_store_bytes: float = 0.0, shard_bytes: float = 0.0
+    ) -> StreamConfig:
+        """Check the request fits the cluster and fill in the derived window.
+
+        The automatic window keeps every decode slot busy while each captioner has one shard running and
+        one queued and one shard is being written, but never lets the in-flight shards' frames
+        (`shard_bytes` each, estimated) take more than half of the object store.
+        """
         if self.num_captioners < 1:
             raise ValueError("num_captioners must be >= 1")
         if self.decode_cpus <= 0 or self.write_cpus <= 0:
@@ -56,10 +64,22 @@ class StreamConfig:
             )
         if self.max_inflight <= 0:
             decoders = max(1, math.floor(free / self.decode_cpus))
-            # Enough shards to keep every decode slot busy while each captioner has one shard running
-            # and one queued, plus one being written.
             self.max_inflight = decoders + 2 * self.num_captioners + 1
+            if object_store_bytes > 0 and shard_bytes > 0:
+                self.max_inflight = max(
+                    2, min(self.max_inflight, int(0.5 * object_store_bytes / shard_bytes))
+                )
         return self
+
+
+def estimate_shard_bytes(
+    options: ExtractOptions, caption_size: int = 0, native_pixels: int = 1280 * 720
+) -> float:
+    """Object-store bytes of one decoded shard: stored frames plus the native middle frame per clip
+    (HD-VILA videos are mostly 720p, hence the default; K.mp4 bytes are small next to these)."""
+    middle_pixels = caption_size**2 if caption_size > 0 else native_pixels
+    per_clip = (options.frames + 1) * options.frame_size**2 * 3 + middle_pixels * 3
+    return float(options.shard_size * per_clip)
 
 
 @dataclass
@@ -202,7 +222,9 @@ def run_stream(
     exhausted = False
 
     def start_decode(sh: _Shard) -> None:
-        sh.results, sh.middles = decode.remote(sh.spec, videos_root, options, subs_ref)
+        sh.results, sh.middles = decode.remote(
+            sh.spec, videos_root, options, subs_ref, cfg.caption_input_size
+        )
         waiting[sh.middles] = (sh, "decode", None)
 
     def start_caption(sh: _Shard) -> None:
@@ -249,7 +271,13 @@ def run_stream(
                     )
                     clip_refs = [
                         tuple(
-                            decode_one.remote(ShardSpec(sh.spec.index, [row]), videos_root, options, subs_ref)
+                            decode_one.remote(
+                                ShardSpec(sh.spec.index, [row]),
+                                videos_root,
+                                options,
+                                subs_ref,
+                                cfg.caption_input_size,
+                            )
                         )
                         for row in sh.spec.rows
                     ]

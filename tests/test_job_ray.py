@@ -258,6 +258,8 @@ def test_job_submit_resume_and_faults(synthetic_corpus, tmp_path):
             "tests.test_job_ray:stamp_captioner",
             "--captioner-cpus",
             "0",
+            "--caption-input-size",
+            "224",  # the stamp survives a 224x224 squash: captions still name the right frame
             *common,
         )
         submit = (
