@@ -150,7 +150,7 @@ def test_tdb_learns_temporal_order_meanpool_cannot() -> None:
     texts = torch.nn.Parameter(torch.randn(2, width) * 0.1)  # "forwards" / "backwards" queries
     opt = torch.optim.AdamW([*head.parameters(), texts], lr=1e-2)
     losses = []
-    for _ in range(40):
+    for _ in range(25):
         x, y = batch(32)
         loss = F.cross_entropy(20 * F.normalize(head(x), dim=-1) @ F.normalize(texts, dim=-1).T, y)
         opt.zero_grad()
@@ -164,3 +164,27 @@ def test_tdb_learns_temporal_order_meanpool_cannot() -> None:
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0]
     assert acc > 0.9, acc  # chance is 0.5
     torch.testing.assert_close(mean_pool[:200], mean_pool[200:])  # indistinguishable for a mean pool
+
+
+def test_init_from_text_copies_clip_text_weights() -> None:
+    from trainer.model import tiny_config
+    from trainer.text import CLIPTextModel
+
+    torch.manual_seed(5)
+    text = CLIPTextModel(tiny_config(text_intermediate_size=256).text)  # width 64, 2 layers, 4 heads, MLP 4x
+    head = CLIP2VideoHead(64, 12, heads=4, tab=True)
+    assert head.init_from_text(text)
+    pos = text.embeddings.position_embedding.weight
+    n = min(pos.shape[0], 77)
+    torch.testing.assert_close(head.frame_position_embeddings.weight[:n], pos[:n])
+    torch.testing.assert_close(head.type_position_embeddings.weight, pos[:2])
+    for enc in (head.transformer, head.difference_transformer, head.action_transformer):
+        torch.testing.assert_close(enc.layers[0].mlp.fc1.weight, text.encoder.layers[0].mlp.fc1.weight)
+    torch.testing.assert_close(
+        head.transformer.layers[1].self_attn.q_proj.weight, text.encoder.layers[1].self_attn.q_proj.weight
+    )
+    assert not CLIP2VideoHead(32, 12).init_from_text(text)  # width mismatch keeps the random init
+    other = CLIP2VideoHead(64, 12, heads=4)
+    before = other.transformer.layers[0].mlp.fc1.weight.clone()
+    assert not other.init_from_text(CLIPTextModel(tiny_config().text))  # MLP 128 != 4*64: nothing copied
+    torch.testing.assert_close(other.transformer.layers[0].mlp.fc1.weight, before)

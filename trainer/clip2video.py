@@ -211,16 +211,23 @@ class CLIP2VideoHead(nn.Module):
         own_heads = self.transformer.layers[0].self_attn.heads  # type: ignore[union-attr]
         if src_pos.shape[1] != self.width or src_layers[0].self_attn.heads != own_heads:
             return False
-        n = min(src_pos.shape[0], self.max_frames)
-        self.frame_position_embeddings.weight[:n].copy_(src_pos[:n])
-        self.type_position_embeddings.weight.copy_(src_pos[:2])
         targets: list[Any] = [self.transformer, self.difference_transformer]
         if self.action_transformer is not None:
             targets.append(self.action_transformer)
-        for enc in targets:
-            for dst, src in zip(enc.layers, src_layers, strict=False):
-                _copy_layer(dst, src)
+        pairs = [(dst, src) for enc in targets for dst, src in zip(enc.layers, src_layers, strict=False)]
+        if any(not _same_shapes(dst, src) for dst, src in pairs):
+            return False  # e.g. a different MLP width: keep the random init rather than half-copy
+        n = min(src_pos.shape[0], self.max_frames)
+        self.frame_position_embeddings.weight[:n].copy_(src_pos[:n])
+        self.type_position_embeddings.weight.copy_(src_pos[:2])
+        for dst, src in pairs:
+            _copy_layer(dst, src)
         return True
+
+
+def _same_shapes(dst: nn.Module, src: nn.Module) -> bool:
+    a, b = dst.state_dict(), src.state_dict()
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
 
 
 def _copy_layer(dst: nn.Module, src: nn.Module) -> None:
