@@ -210,3 +210,14 @@ def test_data_order_is_deterministic_and_resumes_exactly(shard_dir: Path, tokeni
     assert head + take(resumed, 4) == full
     other_rank = take(build_shard_loader(cfg, tokenizer, 1, 2, image_size=32), 3)
     assert other_rank != head  # ranks draw different streams
+
+
+def test_damaged_shard_is_skipped(tmp_path: Path, tokenizer) -> None:
+    good = write_shard(tmp_path / "shards" / "00000.tar", scene_samples(6, 4, prefix="g"))
+    bad = tmp_path / "shards" / "00001.tar"
+    bad.write_bytes(b"not a tar file at all" * 100)
+    bad.with_suffix(".stats.json").write_text("{}")
+    loader = build_shard_loader(_cfg(tmp_path, "--data.num_workers", "0"), tokenizer, 0, 1, image_size=32)
+    it = iter(loader)
+    keys = {k for _ in range(4) for k in next(it).keys}
+    assert keys and all(k.startswith("g") for k in keys) and good.is_file()

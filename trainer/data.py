@@ -167,7 +167,11 @@ class _IndexCache:
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
-        tix = index_tar(self.tars[i])
+        try:
+            tix = index_tar(self.tars[i])
+        except (tarfile.TarError, OSError) as e:  # a damaged shard must not stop the run: it holds nothing
+            log.error("cannot index shard %s (%s): skipping it", self.tars[i], e)
+            tix = TarIndex(self.tars[i], [], [])
         self._counts[i] = len(tix)
         self._cache[i] = tix
         if len(self._cache) > self.keep:

@@ -193,11 +193,15 @@ class RetrievalStream:
         while True:
             self.loader.set_epoch(self.epoch)
             skip = self.batch_in_epoch
+            produced = 0
             for i, b in enumerate(self.loader):
+                produced += 1
                 if i < skip:
                     continue
                 self.batch_in_epoch = i + 1
                 yield b
+            if produced == 0:
+                raise RuntimeError(f"epoch {self.epoch} of the retrieval training set produced no batch")
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, Any]:
