@@ -244,3 +244,21 @@ def test_retrieval_finetuning_with_validation_selects_on_val(tmp_path: Path) -> 
                                  f"{d / 'MSRVTT_train.9k.csv'}, data_json: {d / 'MSRVTT_data.json'}}}}}",
                                  "--max_steps", "1"]))  # fmt: skip
     assert nxt["steps"] == 1
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
+    from trainer import checkpoint
+
+    path = tmp_path / "last.pt"
+    checkpoint.save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
+
+    def crash(obj, fh):  # dies half-way through writing the new checkpoint
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
+    monkeypatch.undo()
+    assert checkpoint.load_checkpoint(path)["step"] == 1  # the previous checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
