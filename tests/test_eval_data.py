@@ -176,6 +176,8 @@ def test_msvd_and_load_split_roles(tmp_path: Path) -> None:
     assert load_split(cfg, "test").queries() == rs.queries()
     with pytest.raises(ValueError, match="annotations.val_list"):
         load_split(cfg, "val")
+    with pytest.raises(ValueError, match="mode must be"):
+        load_split(RetrievalDataConfig(dataset="msvd", mode="para", annotations=cfg.annotations), "test")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown dataset"):
         load_split(RetrievalDataConfig(dataset="kinetics"), "test")
 
@@ -251,3 +253,26 @@ def test_corrupt_and_empty_videos_raise_decode_error(tmp_path: Path) -> None:
         assert frames.shape[0] == 4
     except VideoDecodeError:
         pass
+
+
+def test_msrvtt_holdout_split_is_disjoint_and_reproducible(tmp_path: Path) -> None:
+    from trainer.retrieval_data import main as data_main
+    from trainer.retrieval_data import msrvtt_holdout
+
+    ids = tmp_path / "MSRVTT_train.9k.csv"
+    ids.write_text("video_id\n" + "".join(f"video{i}\n" for i in range(20)), encoding="utf-8")
+    sentences = [{"video_id": f"video{i}", "caption": f"clip {i}, take {k}", "sen_id": 3 * i + k}
+                 for i in range(20) for k in range(3)]  # fmt: skip
+    dj = tmp_path / "MSRVTT_data.json"
+    dj.write_text(json.dumps({"videos": [], "sentences": sentences}), encoding="utf-8")
+    tr, va = msrvtt_holdout(ids, dj, tmp_path / "a", num_val=5, seed=1)
+    train = load_msrvtt_train(tr, dj)
+    val = load_msrvtt_test(va)
+    assert len(train.videos) == 15 and len(val.videos) == 5
+    assert not {v.key for v in train.videos} & {v.key for v in val.videos}
+    assert all(v.texts == [f"clip {v.key.removeprefix('video')}, take 0"] for v in val.videos)  # quoted comma
+    assert data_main(["msrvtt-holdout", "--train-ids", str(ids), "--data-json", str(dj), "--out",
+                      str(tmp_path / "b"), "--num-val", "5", "--seed", "1"]) == 0  # fmt: skip
+    assert (tmp_path / "b" / "MSRVTT_val.csv").read_text() == va.read_text()
+    with pytest.raises(ValueError):
+        msrvtt_holdout(ids, dj, tmp_path / "c", num_val=20)

@@ -467,6 +467,8 @@ def load_split(cfg: RetrievalDataConfig, split: str) -> RetrievalSet:
     a = cfg.annotations
     ds = cfg.dataset.lower()
     mode = cfg.mode or default_mode(ds)
+    if mode not in ("sentence", "paragraph"):
+        raise ValueError(f"mode must be 'sentence' or 'paragraph', got {mode!r}")
 
     def need(role: str) -> Path:
         if not a.get(role):
