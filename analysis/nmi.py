@@ -232,7 +232,9 @@ def run_pairs(
         if spec is None or not spec.path.is_file():
             reason = "not in the sources registry" if spec is None else f"file {spec.path} is absent"
             if not skip_missing:
-                raise FileNotFoundError(f"source {name}: {reason}")
+                raise FileNotFoundError(
+                    f"source {name}: {reason} (docs/ANALYSIS.md lists the files and where)"
+                )
             run.skipped.append({"source": name, "reason": reason})
             log.warning("skipping source %s: %s", name, reason)
             return None

@@ -23,6 +23,7 @@ import csv
 import io
 import itertools
 import json
+import os
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -110,9 +111,8 @@ def load_registry(toml_path: Path) -> dict[str, SourceSpec]:
                 f"(allowed: {sorted(OPTIONS[fmt]) or 'none'})"
             )
         p = Path(path).expanduser()
-        specs[name] = SourceSpec(
-            name=name, format=fmt, path=p if p.is_absolute() else base / p, options=options
-        )
+        path_ = p if p.is_absolute() else Path(os.path.normpath(base / p))  # "a/../data" -> "data"
+        specs[name] = SourceSpec(name=name, format=fmt, path=path_, options=options)
     return specs
 
 
