@@ -141,6 +141,18 @@ def test_different_sources_high_nmi_same_source_low(minilm, sources, cache_dir, 
     assert made[0].loads == 0
     assert json.loads(out.read_text())["nmi_runs"] == gap["nmi_runs"]
 
+    # scikit-learn k-means as the cross-check on the same (cached) features
+    cross = tmp_path / "sk.json"
+    assert (
+        main(
+            ["--src", "hdvila_sub", "--tgt", "msrvtt", "--kmeans", "sklearn", "--out", str(cross)] + args,
+            encoder_factory=shared_factory(minilm, made),
+        )
+        == 0
+    )
+    sk = json.loads(cross.read_text())
+    assert sk["kmeans"].startswith("sklearn") and sk["nmi_mean"] > 0.9
+
 
 def test_all_table_json_csv_plot_and_skips(minilm, sources, cache_dir, tmp_path, capsys):
     # drop CC12M (no CC3M either) to exercise skip-with-note; shrink one source below --samples
