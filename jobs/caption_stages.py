@@ -70,7 +70,7 @@ def collect_clip_decodes(
             results.extend(res)
             middles.update(mid)
         except Exception as e:  # the clip's own task crashed or raised: record it, never retry forever
-            results.append(ClipResult.failed(row, f"decode: {_reason(e)}"))
+            results.append(ClipResult.failed(row, f"decode: {failure_reason(e)}"))
     return results, middles
 
 
@@ -86,7 +86,7 @@ def write(
     return write_shard(Path(out), spec, results, captions, options, started=started)
 
 
-def _reason(e: BaseException) -> str:
+def failure_reason(e: BaseException) -> str:
     """A one-line reason for a recorded failure (Ray wraps remote errors in long multi-line text)."""
     cause = getattr(e, "cause", None)
     base = cause if isinstance(cause, BaseException) else e
@@ -131,7 +131,10 @@ class CaptionerWorker:
             (text,) = self.captioner.caption([image])
         except Exception as e:
             return CaptionRecord(
-                caption=None, captioner=self.captioner.id, caption_ms=None, error=f"caption: {_reason(e)}"
+                caption=None,
+                captioner=self.captioner.id,
+                caption_ms=None,
+                error=f"caption: {failure_reason(e)}",
             )
         return CaptionRecord(
             caption=text, captioner=self.captioner.id, caption_ms=(time.perf_counter() - t0) * 1000.0
@@ -145,7 +148,7 @@ def collect_clip_captions(keys: list[str], call_refs: list[ray.ObjectRef]) -> di
         try:
             captions.update(ray.get(ref))
         except Exception as e:  # the call crashed its actor even after retries: record, do not retry
-            captions.update(failed_captions([key], _reason(e)))
+            captions.update(failed_captions([key], failure_reason(e)))
     return captions
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,7 +139,7 @@ class _Shard:
 @dataclass
 class StreamResult:
     captioner_id: str
-    written: list[dict[str, Any]]  # stats of every shard written by this run
+    written: int  # shards written by this run
     unwritten: dict[int, str]  # shard -> why it could not be written
     decode_salvaged: int = 0  # shards re-decoded clip by clip after their task kept failing
     caption_salvaged: int = 0  # shards re-captioned clip by clip after their call kept failing
@@ -180,7 +180,7 @@ class _CaptionerPool:
         if isinstance(error, ActorDiedError) and self.replaced < self.cfg.max_actor_replacements:
             self.replaced += 1
             print(
-                f"[caption-job] captioner actor {slot} died for good ({stages._reason(error)}); replacing it",
+                f"[caption-job] captioner actor {slot} died for good ({stages.failure_reason(error)}); replacing it",
                 flush=True,
             )
             ray.kill(self.actors[slot], no_restart=True)
@@ -196,7 +196,6 @@ def run_stream(
     subtitles: Mapping[str, str] | None,
     cfg: StreamConfig,
     progress: Progress,
-    on_shard_written: Callable[[dict[str, Any]], None] | None = None,
 ) -> StreamResult:
     """Push every shard of `specs` through decode -> caption -> write; returns when all are settled."""
     decode: Any = ray.remote(stages.decode).options(
@@ -213,7 +212,7 @@ def run_stream(
     )
     write: Any = ray.remote(stages.write).options(num_cpus=cfg.write_cpus, max_retries=cfg.max_retries)
     pool = _CaptionerPool(cfg)
-    result = StreamResult(pool.captioner_id, [], {})
+    result = StreamResult(pool.captioner_id, 0, {})
     subs_ref: Any = ray.put(subtitles) if subtitles is not None else None
 
     # ref -> (shard, stage, extra); stages: decode, caption (extra: actor slot), salvage-caption (slots), write
@@ -265,7 +264,7 @@ def run_stream(
                     sh.salvaged = True
                     result.decode_salvaged += 1
                     print(
-                        f"[caption-job] shard {sh.spec.index}: decode failed ({stages._reason(error)}); "
+                        f"[caption-job] shard {sh.spec.index}: decode failed ({stages.failure_reason(error)}); "
                         "decoding its clips one by one",
                         flush=True,
                     )
@@ -284,7 +283,7 @@ def run_stream(
                     sh.results, sh.middles = collect.remote(sh.spec, clip_refs)
                     waiting[sh.middles] = (sh, "decode", None)
                 else:
-                    _give_up(sh, f"decode: {stages._reason(error)}", result, progress)
+                    _give_up(sh, f"decode: {stages.failure_reason(error)}", result)
                     inflight -= 1
             elif stage == "caption":
                 pool.done(extra)
@@ -295,12 +294,17 @@ def run_stream(
                     pool.failed(extra, error)
                     result.caption_salvaged += 1
                     print(
-                        f"[caption-job] shard {sh.spec.index}: captioning failed ({stages._reason(error)}); "
+                        f"[caption-job] shard {sh.spec.index}: captioning failed ({stages.failure_reason(error)}); "
                         "captioning its clips one by one",
                         flush=True,
                     )
                     # One call per clip, so a clip whose image crashes the captioner fails alone.
-                    middles = ray.get(sh.middles)
+                    try:
+                        middles = ray.get(sh.middles)
+                    except Exception as e:  # the frames were lost with their node: redo on resubmit
+                        _give_up(sh, f"caption: {stages.failure_reason(e)}", result)
+                        inflight -= 1
+                        continue
                     calls = [pool.submit({k: img}) for k, img in middles.items()]
                     ref = collect_caps.remote(list(middles), [c for c, _ in calls])
                     waiting[ref] = (sh, "salvage-caption", [slot for _, slot in calls])
@@ -311,17 +315,15 @@ def run_stream(
                     sh.captions = ref
                     start_write(sh)
                 else:
-                    _give_up(sh, f"caption: {stages._reason(error)}", result, progress)
+                    _give_up(sh, f"caption: {stages.failure_reason(error)}", result)
                     inflight -= 1
             elif stage == "write":
                 inflight -= 1
                 if error is None:
-                    result.written.append(value)
+                    result.written += 1
                     _count(sh.spec, value, progress)
-                    if on_shard_written is not None:
-                        on_shard_written(value)
                 else:
-                    _give_up(sh, f"write: {stages._reason(error)}", result, progress)
+                    _give_up(sh, f"write: {stages.failure_reason(error)}", result)
             progress.maybe_print(cfg.progress_every_s)
         progress.maybe_print(cfg.progress_every_s)
     progress.maybe_print(0, force=True)
@@ -335,7 +337,7 @@ def _count(spec: ShardSpec, stats: Mapping[str, Any], progress: Progress) -> Non
     progress.failed_clips += int(stats.get("failed", 0))
 
 
-def _give_up(sh: _Shard, reason: str, result: StreamResult, progress: Progress) -> None:
+def _give_up(sh: _Shard, reason: str, result: StreamResult) -> None:
     """A shard that cannot be written stays incomplete: the job reports it and a resubmit retries it."""
     result.unwritten[sh.spec.index] = reason
     print(f"[caption-job] shard {sh.spec.index} NOT written: {reason}", file=sys.stderr, flush=True)

@@ -24,8 +24,6 @@ from PIL import Image
 from jobs import ray_cluster
 from pipeline.stamp import read_stamp
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = "jobs/caption_hdvila.py"
 TAG_VAR = "CLIPVIP_TEST_RAY_TAG"
@@ -211,6 +209,8 @@ def ray_cli(
 # ---- tests -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_job_submit_resume_and_faults(synthetic_corpus, tmp_path):
     """One loopback cluster: a full job with the tiny OFA; then a job stopped midway (with a captioner
     that crashes its actor once) and resubmitted: nothing lost, nothing duplicated, finished shards kept."""
@@ -312,6 +312,8 @@ def test_job_submit_resume_and_faults(synthetic_corpus, tmp_path):
     assert not tagged_processes(tag)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_embedded_mode_clips_layout(synthetic_corpus, tmp_path):
     """`python jobs/caption_hdvila.py` with no cluster: an embedded loopback Ray, stopped at the end."""
     corpus = synthetic_corpus
@@ -361,3 +363,61 @@ def test_embedded_mode_clips_layout(synthetic_corpus, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "0 shards to do" in r.stdout
     assert (out / "captions.parquet").read_bytes() == before
+
+
+# ---- fast checks of the driver-side pieces (no Ray started) ----------------------------------------------
+
+
+def test_stream_config_window_and_errors():
+    from jobs.shard_stream import StreamConfig, estimate_shard_bytes
+    from pipeline.plan import ExtractOptions
+
+    # 8 CPUs, 2 captioner actors of 1 CPU: 6 decode slots + 2 x 2 captioner slots + 1 writer.
+    assert StreamConfig(num_captioners=2).resolve(8.0).max_inflight == 11
+    # Capped so the in-flight shards' frames stay under half of the object store.
+    shard = estimate_shard_bytes(ExtractOptions(shard_size=100, frames=12, frame_size=224))
+    assert shard == 100 * (13 * 224 * 224 * 3 + 1280 * 720 * 3)
+    assert StreamConfig().resolve(64.0, object_store_bytes=4 * shard, shard_bytes=shard).max_inflight == 2
+    assert StreamConfig(max_inflight=3).resolve(64.0).max_inflight == 3  # explicit wins
+    small = estimate_shard_bytes(ExtractOptions(shard_size=100), caption_size=480)
+    assert small == 100 * (13 * 224 * 224 * 3 + 480 * 480 * 3)
+    with pytest.raises(ValueError, match="CPUs"):
+        StreamConfig(num_captioners=2).resolve(2.0)  # no CPU left to decode
+
+
+def test_progress_line_and_embedded_detection():
+    from jobs.shard_stream import Progress
+
+    p = Progress(total_clips=100, todo_clips=60, todo_shards=6)
+    p.done_clips, p.failed_clips, p.done_shards = 30, 2, 3
+    line = p.line()
+    assert "clips 30/60 (50.0%)" in line and "failed 2" in line and "shards 3/6" in line
+    assert "40 clips already done" in line and "ETA" in line
+    assert ray_cluster.wants_embedded(["--out", "x"], environ={})
+    assert not ray_cluster.wants_embedded(["--address", "auto"], environ={})
+    assert not ray_cluster.wants_embedded(["--address=127.0.0.1:6379"], environ={})
+    assert not ray_cluster.wants_embedded([], environ={"RAY_ADDRESS": "127.0.0.1:6379"})
+    env = ray_cluster.loopback_env(Path("/tmp/h"), base={"PATH": "/usr/bin"})
+    assert env["RAY_AUTH_MODE"] == "disabled" and env["HOME"] == "/tmp/h"
+    assert env["PATH"].startswith(str(ray_cluster.VENV_BIN))
+
+
+def test_split_middles_and_failure_reason():
+    from jobs.caption_stages import failure_reason, split_middles
+    from pipeline.decode import ClipResult
+    from pipeline.metadata import ClipRow
+
+    rows = [ClipRow(i, f"v{i}.{i}.mp4", f"v{i}", 0.0, 1.0, "m:1") for i in range(3)]
+    big = np.zeros((720, 1280, 3), np.uint8)
+    results = [
+        ClipResult(rows[0], "ok", middle=big),
+        ClipResult.failed(rows[1], "open: video file not found: v1.*", middle=big),
+        ClipResult(rows[2], "ok", middle=big),
+    ]
+    kept, middles = split_middles(results, caption_size=480)
+    assert list(middles) == ["v0.0.mp4", "v2.2.mp4"]  # keyed by clip id, failed clips left out
+    assert all(m.shape == (480, 480, 3) for m in middles.values())
+    assert all(r.middle is None for r in kept)  # the native frames never travel with the results
+    _, native = split_middles([ClipResult(rows[0], "ok", middle=big)])
+    assert native["v0.0.mp4"] is big
+    assert failure_reason(ValueError("bad\nsecond line")) == "ValueError: bad"
