@@ -52,26 +52,30 @@ def decode(
     options: ExtractOptions,
     subtitles: Mapping[str, str] | None,
     caption_size: int = 0,
-) -> tuple[list[ClipResult], Middles]:
-    """CPU stage: decode every clip of a shard (bad clips come back as failed results, not errors)."""
-    return split_middles(decode_shard(spec, Path(videos_root), options, subtitles), caption_size)
+) -> tuple[list[ClipResult], Middles, int]:
+    """CPU stage: decode every clip of a shard (bad clips come back as failed results, not errors).
+
+    Three objects: the results, the middle frames, and their count, small enough for the driver to
+    fetch (it learns the stage is done, or failed, without pulling any frame to the head node)."""
+    results, middles = split_middles(decode_shard(spec, Path(videos_root), options, subtitles), caption_size)
+    return results, middles, len(middles)
 
 
 def collect_clip_decodes(
-    spec: ShardSpec, clip_refs: list[tuple[ray.ObjectRef, ray.ObjectRef]]
-) -> tuple[list[ClipResult], Middles]:
+    spec: ShardSpec, clip_refs: list[tuple[ray.ObjectRef, ray.ObjectRef, ray.ObjectRef]]
+) -> tuple[list[ClipResult], Middles, int]:
     """Salvage stage: a shard whose decode task kept failing is re-decoded one clip per task; this
     gathers those tasks' results, turning each clip whose own task also failed into a failed result."""
     results: list[ClipResult] = []
     middles: Middles = {}
-    for row, (res_ref, mid_ref) in zip(spec.rows, clip_refs):
+    for row, (res_ref, mid_ref, _) in zip(spec.rows, clip_refs):
         try:
             res, mid = ray.get([res_ref, mid_ref])
             results.extend(res)
             middles.update(mid)
         except Exception as e:  # the clip's own task crashed or raised: record it, never retry forever
             results.append(ClipResult.failed(row, f"decode: {failure_reason(e)}"))
-    return results, middles
+    return results, middles, len(middles)
 
 
 def write(

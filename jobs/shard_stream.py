@@ -128,7 +128,7 @@ def _hms(seconds: float) -> str:
 @dataclass
 class _Shard:
     spec: ShardSpec
-    # Object refs (typed Any: Ray's stubs do not model num_returns=2).
+    # Object refs (typed Any: Ray's stubs do not model num_returns=3).
     results: Any = None
     middles: Any = None
     captions: Any = None
@@ -199,13 +199,13 @@ def run_stream(
 ) -> StreamResult:
     """Push every shard of `specs` through decode -> caption -> write; returns when all are settled."""
     decode: Any = ray.remote(stages.decode).options(
-        num_cpus=cfg.decode_cpus, num_returns=2, max_retries=cfg.max_retries
+        num_cpus=cfg.decode_cpus, num_returns=3, max_retries=cfg.max_retries
     )
     decode_one: Any = ray.remote(stages.decode).options(
-        num_cpus=cfg.decode_cpus, num_returns=2, max_retries=1
+        num_cpus=cfg.decode_cpus, num_returns=3, max_retries=1
     )
     collect: Any = ray.remote(stages.collect_clip_decodes).options(
-        num_cpus=0, num_returns=2, max_retries=cfg.max_retries
+        num_cpus=0, num_returns=3, max_retries=cfg.max_retries
     )
     collect_caps: Any = ray.remote(stages.collect_clip_captions).options(
         num_cpus=0, max_retries=cfg.max_retries
@@ -221,10 +221,10 @@ def run_stream(
     exhausted = False
 
     def start_decode(sh: _Shard) -> None:
-        sh.results, sh.middles = decode.remote(
+        sh.results, sh.middles, done = decode.remote(
             sh.spec, videos_root, options, subs_ref, cfg.caption_input_size
         )
-        waiting[sh.middles] = (sh, "decode", None)
+        waiting[done] = (sh, "decode", None)
 
     def start_caption(sh: _Shard) -> None:
         ref, slot = pool.submit(sh.middles)
@@ -280,8 +280,8 @@ def run_stream(
                         )
                         for row in sh.spec.rows
                     ]
-                    sh.results, sh.middles = collect.remote(sh.spec, clip_refs)
-                    waiting[sh.middles] = (sh, "decode", None)
+                    sh.results, sh.middles, done = collect.remote(sh.spec, clip_refs)
+                    waiting[done] = (sh, "decode", None)
                 else:
                     _give_up(sh, f"decode: {stages.failure_reason(error)}", result)
                     inflight -= 1
