@@ -206,6 +206,11 @@ def _leaf_paths(cls: type, prefix: str = "") -> list[str]:
     return out
 
 
+def config_keys() -> list[str]:
+    """Every key a ``--key value`` override may name, for ``--help``."""
+    return _leaf_paths(TrainConfig)
+
+
 def _resolve_key(key: str) -> str:
     leaves = _leaf_paths(TrainConfig)
     if key in leaves:

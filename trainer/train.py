@@ -538,8 +538,21 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    config = args.pop(0) if args and not args[0].startswith("--") else None
-    cfg = load_config(config, args)
+    if not args or args[0] in ("-h", "--help"):
+        from trainer.config import config_keys
+
+        print(__doc__)
+        print(
+            "usage: python -m trainer.train CONFIG.yaml [--key value ...]\n\nconfig keys (--a.b or a unique leaf name):"
+        )
+        print("  " + "\n  ".join(config_keys()))
+        return 0 if args else 2
+    config = args.pop(0) if not args[0].startswith("--") else None
+    try:
+        cfg = load_config(config, args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"python -m trainer.train: error: {err}", file=sys.stderr)
+        return 2
     run(cfg)
     return 0
 
