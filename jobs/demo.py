@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -81,12 +83,38 @@ def write_sources(out: Path, corpus: Path, captions: Path) -> Path:
     return toml
 
 
+def write_finetune_config(out: Path, downstream: Path, init: Path, run_dir: Path, steps: int) -> Path:
+    """The tiny fine-tuning recipe pointed at the demo's downstream set, starting from the post-pretrained model."""
+    cfg = yaml.safe_load((ROOT / "trainer/configs/finetune_synthetic_tiny.yaml").read_text())
+    dataset = dict(cfg["data"]["retrieval"])
+    dataset["videos"] = str(downstream / "videos")
+    dataset["annotations"] = {
+        "train_ids": str(downstream / "MSRVTT_train.9k.csv"),
+        "data_json": str(downstream / "MSRVTT_data.json"),
+        "val_csv": str(downstream / "MSRVTT_val.csv"),
+        "test_csv": str(downstream / "MSRVTT_JSFUSION_test.csv"),
+    }
+    cfg["data"]["retrieval"] = dataset
+    cfg["eval"] = {**cfg["eval"], **dataset}
+    cfg["model"] = {"init": str(init), "num_proxies": 3, "num_frames": 12, "video_head": "vip"}
+    cfg["tokenizer"] = {"path": str(init)}
+    cfg["out_dir"] = str(run_dir)
+    cfg["schedule"]["total_steps"] = steps
+    path = out / "finetune_demo.yaml"
+    path.write_text(
+        "# Written by jobs/demo.py from trainer/configs/finetune_synthetic_tiny.yaml\n" + yaml.safe_dump(cfg)
+    )
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "demo_out")
     ap.add_argument("--videos", type=int, default=8)
     ap.add_argument("--clips-per-video", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pretrain-steps", type=int, default=150)
+    ap.add_argument("--finetune-steps", type=int, default=300)
     args = ap.parse_args(argv)
 
     out: Path = args.out.resolve()
@@ -97,19 +125,31 @@ def main(argv: list[str] | None = None) -> int:
     nmi_dir, pretrain, finetune = out / "nmi", out / "pretrain", out / "finetune"
     nmi_dir.mkdir(exist_ok=True)
 
+    # fmt: off
+    def cmd(template: str, **paths: object) -> list[str]:
+        """A stage's command line, written as a user would type it (paths are quoted, then split)."""
+        quoted = {k: shlex.quote(str(v)) for k, v in paths.items()}
+        return shlex.split(template.format(py=shlex.quote(py), seed=args.seed, **quoted))
+
     steps = [
         Step(
             "corpus",
-            [py, "-m", "pipeline.corpus", "--out", str(corpus), "--videos", str(args.videos),
-             "--clips-per-video", str(args.clips_per_video), "--seed", str(args.seed)],
+            cmd(
+                "{py} -m pipeline.corpus --out {corpus} --videos {n} --clips-per-video {k} --seed {seed}"
+                " --downstream 32 16 16 --overwrite",
+                corpus=corpus, n=args.videos, k=args.clips_per_video,
+            ),
             {"corpus": corpus},
         ),
         Step(
             "caption_job",
-            [py, "jobs/caption_hdvila.py", "--metadata", str(corpus / "meta" / "*.jsonl"),
-             "--videos", str(corpus / "videos"), "--layout", "full",
-             "--subtitles", str(corpus / "subtitles.jsonl"), "--out", str(captions),
-             "--captioner", "ofa-tiny-random", "--shard-size", "16", "--store-video", "--overwrite"],
+            cmd(
+                "{py} jobs/caption_hdvila.py --metadata {meta} --videos {videos} --layout full"
+                " --subtitles {subs} --out {out} --captioner ofa-tiny-random --shard-size 16 --store-video"
+                " --overwrite",
+                meta=corpus / "meta" / "*.jsonl", videos=corpus / "videos", subs=corpus / "subtitles.jsonl",
+                out=captions,
+            ),
             {"shards": captions / "shards", "captions": captions / "captions.parquet",
              "summary": captions / "summary.json"},
         ),
@@ -118,52 +158,57 @@ def main(argv: list[str] | None = None) -> int:
         run(step, logs)
 
     sources = write_sources(nmi_dir, corpus, captions)
-    nmi_steps = []
-    for src in ("hdvila_sub", "hdvila_cap", "hdvila_cap_truth"):
-        nmi_steps.append(
-            Step(
-                f"nmi_{src}",
-                [py, "analysis/nmi.py", "--src", src, "--tgt", "msrvtt", "--sources", str(sources),
-                 "--encoder", "minilm", "--samples", "40", "--repeats", "10", "--allow-smaller",
-                 "--seed", str(args.seed), "--cache-dir", str(nmi_dir / "cache"),
-                 "--out", str(nmi_dir / f"{src}_vs_msrvtt.json")],
-                {"json": nmi_dir / f"{src}_vs_msrvtt.json"},
-            )
+    nmi_steps = [
+        Step(
+            "nmi",
+            cmd(
+                "{py} analysis/nmi.py --src hdvila_sub,hdvila_cap,hdvila_cap_truth --tgt msrvtt"
+                " --sources {sources} --encoder minilm --samples {n} --repeats 10 --allow-smaller --seed {seed}"
+                " --cache-dir {cache} --out {json} --plot {png} --no-progress",
+                sources=sources, n=args.videos * args.clips_per_video, cache=nmi_dir / "cache", json=nmi_dir / "nmi.json", png=nmi_dir / "nmi.png",
+            ),
+            {"json": nmi_dir / "nmi.json", "csv": nmi_dir / "nmi.csv", "plot": nmi_dir / "nmi.png"},
         )
+    ]
     for step in nmi_steps:
         run(step, logs)
 
+    ft_config = write_finetune_config(out, corpus / "downstream", pretrain / "model", finetune, args.finetune_steps)
     train_steps = [
         Step(
             "pretrain",
-            [py, "-m", "trainer.train", "trainer/configs/tiny_cpu.yaml",
-             "--data.shards", str(captions), "--out", str(pretrain)],
-            {"run": pretrain},
+            cmd(
+                "bash trainer/run.sh trainer/configs/tiny_cpu.yaml --data.shards [{shards}] --out_dir {out}"
+                " --schedule.total_steps {steps}",
+                shards=captions, out=pretrain, steps=args.pretrain_steps,
+            ),
+            {"model": pretrain / "model", "loss curves": pretrain / "loss_curves.png"},
         ),
         Step(
             "zero_shot_eval",
-            [py, "-m", "trainer.evaluate", "--config", "trainer/configs/finetune_synthetic_tiny.yaml",
-             "--data-root", str(corpus / "downstream"), "--checkpoint", str(pretrain / "final"),
-             "--out", str(out / "eval_zero_shot.json")],
+            cmd(
+                "{py} -m trainer.evaluate --config {cfg} --checkpoint {ckpt} --split test --out {json}",
+                cfg=ft_config, ckpt=pretrain / "model", json=out / "eval_zero_shot.json",
+            ),
             {"json": out / "eval_zero_shot.json"},
         ),
         Step(
             "finetune",
-            ["bash", "trainer/run.sh", "trainer/configs/finetune_synthetic_tiny.yaml",
-             "--data.root", str(corpus / "downstream"), "--init", str(pretrain / "final"),
-             "--out", str(finetune)],
-            {"run": finetune},
+            cmd("bash trainer/run.sh {cfg}", cfg=ft_config),
+            {"best": finetune / "best", "loss curves": finetune / "loss_curves.png"},
         ),
         Step(
             "finetuned_eval",
-            [py, "-m", "trainer.evaluate", "--config", "trainer/configs/finetune_synthetic_tiny.yaml",
-             "--data-root", str(corpus / "downstream"), "--checkpoint", str(finetune / "best"),
-             "--out", str(out / "eval_finetuned.json")],
+            cmd(
+                "{py} -m trainer.evaluate --config {cfg} --checkpoint {ckpt} --split test --out {json}",
+                cfg=ft_config, ckpt=finetune / "best", json=out / "eval_finetuned.json",
+            ),
             {"json": out / "eval_finetuned.json"},
         ),
     ]
     for step in train_steps:
         run(step, logs)
+    # fmt: on
 
     print_summary(out, steps + nmi_steps + train_steps)
     return 0
@@ -171,25 +216,39 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_summary(out: Path, steps: list[Step]) -> None:
     print("\n" + "=" * 78)
-    print("clipvip demo finished (tiny UNTRAINED models where no weights were given)")
+    print("clipvip demo finished; tiny UNTRAINED models wherever no weights were given:")
+    print("captions from ofa-tiny-random, CLIP-ViP trained from a random tiny CLIP on CPU.")
     print("=" * 78)
-    print(f"{'stage':<22}{'seconds':>8}  outputs")
+    print(f"{'stage':<16}{'seconds':>8}  outputs")
     for s in steps:
-        first = True
-        for label, path in s.outputs.items():
-            print(f"{s.name if first else '':<22}{f'{s.seconds:.0f}' if first else '':>8}  {label}: {path}")
-            first = False
+        for i, (label, path) in enumerate(s.outputs.items()):
+            name, secs = (s.name, f"{s.seconds:.0f}") if i == 0 else ("", "")
+            print(f"{name:<16}{secs:>8}  {label}: {path}")
+
     summary = json.loads((out / "captions" / "summary.json").read_text())
-    print(f"\ncaption job: {json.dumps({k: summary[k] for k in sorted(summary) if not isinstance(summary[k], dict | list)})}")
-    print("\nNMI vs msrvtt (MiniLM; higher = larger language gap):")
-    for s in steps:
-        if s.name.startswith("nmi_"):
-            r = json.loads(s.outputs["json"].read_text())
-            print(f"  {r['src']:<18} {r['nmi_mean']:.3f} +- {r['nmi_std']:.3f}")
-    print("\nText-to-video retrieval on the synthetic MSR-VTT-format test set:")
-    for name in ("eval_zero_shot", "eval_finetuned"):
+    counts = summary.get("counts", {})
+    print(
+        f"\ncaption job: {summary.get('total_clips')} clips {counts}, captioner {summary.get('captioner')}, "
+        f"{summary.get('clips_per_s', 0):.2f} clips/s"
+    )
+
+    table = json.loads((out / "nmi" / "nmi.json").read_text())
+    print("\nLanguage domain gap vs the MSR-VTT-format queries (NMI, MiniLM; higher = larger gap):")
+    for r in table["results"]:
+        print(f"  {r['src']:<18} {r['nmi_mean']:.3f} +- {r['nmi_std']:.3f}  ({r['samples']} texts a side)")
+    print("  (hdvila_cap_truth = the corpus's descriptive captions: what a trained captioner would write)")
+
+    print(
+        "\nText-to-video retrieval, synthetic MSR-VTT-format test set (percent; chance R@1 = "
+        f"{100 / max(1, json.loads((out / 'eval_zero_shot.json').read_text())['videos_evaluated']):.1f}):"
+    )
+    print(f"  {'':<22}{'R@1':>6}{'R@5':>6}{'R@10':>6}{'MdR':>6}{'DSL R@1':>9}")
+    for name, label in (("eval_zero_shot", "post-pretrained (zs)"), ("eval_finetuned", "fine-tuned")):
         r = json.loads((out / f"{name}.json").read_text())
-        print(f"  {name:<16} {json.dumps(r.get('summary', r))[:200]}")
+        print(
+            f"  {label:<22}{r['t2v_R1']:>6.1f}{r['t2v_R5']:>6.1f}{r['t2v_R10']:>6.1f}{r['t2v_MdR']:>6.1f}"
+            f"{r['dsl_t2v_R1']:>9.1f}"
+        )
     print(f"\nlogs: {out / 'logs'}")
 
 
