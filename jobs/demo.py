@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 "{py} analysis/nmi.py --src hdvila_sub,hdvila_cap,hdvila_cap_truth --tgt msrvtt"
                 " --sources {sources} --encoder minilm --samples {n} --repeats 10 --allow-smaller --seed {seed}"
                 " --cache-dir {cache} --out {json} --plot {png} --no-progress",
-                sources=sources, n=args.videos * args.clips_per_video, cache=nmi_dir / "cache", json=nmi_dir / "nmi.json", png=nmi_dir / "nmi.png",
+                sources=sources, n=args.videos * args.clips_per_video, cache=nmi_dir / "cache",
+                json=nmi_dir / "nmi.json", png=nmi_dir / "nmi.png",
             ),
             {"json": nmi_dir / "nmi.json", "csv": nmi_dir / "nmi.csv", "plot": nmi_dir / "nmi.png"},
         )
@@ -173,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     for step in nmi_steps:
         run(step, logs)
 
-    ft_config = write_finetune_config(out, corpus / "downstream", pretrain / "model", finetune, args.finetune_steps)
+    ft_config = write_finetune_config(
+        out, corpus / "downstream", pretrain / "model", finetune, args.finetune_steps
+    )
     train_steps = [
         Step(
             "pretrain",
