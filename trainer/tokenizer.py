@@ -18,6 +18,9 @@ from pathlib import Path
 import regex
 import torch
 
+# GPT-2/CLIP byte -> printable unicode table; re-exported for the tiny-BPE builder and tests.
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
 from trainer.model_config import TINY_VOCAB_SIZE
 
 CLIP_VOCAB_SIZE = 49408
@@ -31,23 +34,6 @@ _WORD_RE = regex.compile(
 )
 DEFAULT_MAX_LENGTH = 77
 NUM_BASE_SYMBOLS = 512  # 256 byte symbols + 256 with </w>
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP byte -> printable unicode character table (transformers 5 no longer exports it)."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
 class ClipTokenizer:
