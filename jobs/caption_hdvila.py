@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", help="float32 | float16 | bfloat16 (captioner default: fp16 on GPU, fp32 on CPU)"
     )
     ray_g = p.add_argument_group("Ray")
-    ray_g.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else an embedded one)")
+    ray_g.add_argument(
+        "--address",
+        help="GCS address of a Ray cluster to join (HOST:6379 or auto; default: RAY_ADDRESS, which `ray job submit` sets; else an embedded Ray)",
+    )
     ray_g.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all cores)")
     ray_g.add_argument("--num-captioners", type=int, default=_STREAM.num_captioners, help="captioner actors")
     ray_g.add_argument(
