@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 
 from trainer.attention import reference_attention, vip_attention, vip_mask
 from trainer.encoder import CLIPEncoderLayer
@@ -35,15 +36,7 @@ SHAPES = {"B/32": 49, "B/16": 196}
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    desc = f"{cpu_name()}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads)"
     if torch.cuda.is_available():
         desc += f"; GPU: {torch.cuda.get_device_name(0)}"
     return f"{desc}; {platform.platform()}"

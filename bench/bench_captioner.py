@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+from machine import cpu_name
 
 from captioner.ofa import OFA, GenerationConfig, OFAConfig, beam_search, large_config
 from captioner.ofa.checkpoint import build_model
@@ -34,16 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "bench" / "captioner.md"
 PROMPT_LEN = 8  # bos + " what does the image describe?" + eos
 H100_DENSE_FP16_TFLOPS = 989.0  # H100 SXM dense fp16/bf16 tensor-core peak (NVIDIA datasheet)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def random_init_(model: OFA, seed: int = 0) -> OFA:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from machine import machine_line
 
 from pipeline.decode import FrameSpec, decode_video_clips
 from pipeline.metadata import ClipRow
@@ -34,15 +34,6 @@ from pipeline.stamp import draw_stamp, read_stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 W, H, FPS = 1280, 720, 30
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def make_video(path: Path, seconds: int, gop: int, fixed_b: bool) -> None:
@@ -306,7 +297,7 @@ def write_report(
     lines = [
         "## Pipeline: CPU time per exact middle frame",
         "",
-        f"{machine()}; {dt.date.today().isoformat()}; `bench/bench_pipeline.py{' --quick' if quick else ''}`.",
+        f"{machine_line()}; {dt.date.today().isoformat()}; `bench/bench_pipeline.py{' --quick' if quick else ''}`.",
         f"Generated {W}x{H} {FPS} fps H.264 (x264 veryfast, crf 23, up to 3 B-frames), {seconds} s per variant;",
         f"{n} middle-frame targets spread over each video, the same for every method. CPU time = process +",
         "children (single-threaded decoding), per clip, each call opening the file. Mean ms over the",

@@ -1,0 +1,27 @@
+"""The machine description every benchmark prints with its numbers (CPU model, cores, Python).
+
+Bench scripts run as `python bench/bench_<area>.py`, so this directory is on `sys.path` and they
+import it as `from machine import ...`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what `platform` knows, else "unknown CPU"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_line(*extra: str) -> str:
+    """`<CPU>, <n> cores, Python <version>` followed by `extra` parts, comma separated."""
+    return ", ".join([f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}", *extra])
