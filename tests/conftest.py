@@ -38,3 +38,17 @@ def synthetic_edge_corpus(tmp_path_factory: pytest.TempPathFactory) -> CorpusMan
         audio_videos=1,
         downstream_videos=(0, 0, 0),
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (use via `pytestmark = pytest.mark.usefixtures("one_torch_thread")`).
+
+    Tiny ops are dominated by thread hand-off on a busy 2-core machine; one thread is faster and
+    deterministic. The previous count is restored after the module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

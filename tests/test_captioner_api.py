@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ofa_fixtures import BPE_DIR, CKPT, load_golden, needs_bpe
 from PIL import Image
 
 import captioner
@@ -18,22 +19,10 @@ from captioner.ofa.model import OFA
 from captioner.ofa.preprocess import normalize, preprocess, resize_uint8
 from captioner.ofa.tokenizer import OFATokenizer
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "ofa"
-BPE_DIR = REPO.parent / "shared" / "ofa" / "bpe"
-needs_bpe = pytest.mark.skipif(
-    not all((BPE_DIR / f).is_file() for f in ("encoder.json", "vocab.bpe", "dict.txt")),
-    reason=f"GPT-2 BPE files (OFA utils/BPE: encoder.json, vocab.bpe, dict.txt) not found in {BPE_DIR}",
-)
 SIZES = [(240, 320), (96, 96), (37, 500), (720, 1280), (1, 1), (481, 479)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +139,8 @@ def test_preprocessing_is_pil_bicubic_and_half_normalisation() -> None:
 @needs_bpe
 def test_ofa_captioner_end_to_end_matches_reference_captions() -> None:
     """Golden images (uint8, already 96x96) through the whole captioner give OFA's best captions."""
-    gold = torch.load(FIXTURES / "tiny_ofa_caption_golden.pt", map_location="cpu", weights_only=True)
-    model = OFA.from_checkpoint(FIXTURES / "tiny_ofa_caption_ckpt.pt.xz")
+    gold = load_golden()
+    model = OFA.from_checkpoint(CKPT)
     tok = OFATokenizer.from_dir(BPE_DIR, model.cfg.code_dict_size, model.cfg.num_bins, model.cfg.vocab_size)
     assert tok.vocab_size == 317 and tok.symbols[300] == "<mask>" and tok.symbols[316] == "<bin_7>"
     cap = OFACaptioner(model, tok, "test", batch_size=2, prompt=gold["inputs"]["src_text"])
@@ -161,15 +150,14 @@ def test_ofa_captioner_end_to_end_matches_reference_captions() -> None:
 
 @needs_bpe
 def test_load_ofa_by_name() -> None:
-    ckpt = FIXTURES / "tiny_ofa_caption_ckpt.pt.xz"
-    cap = captioner.load("ofa", checkpoint=ckpt, bpe_dir=BPE_DIR, device="cpu", dtype="float32", batch_size=2)
+    cap = captioner.load("ofa", checkpoint=CKPT, bpe_dir=BPE_DIR, device="cpu", dtype="float32", batch_size=2)
     assert cap.id.startswith("ofa(tiny_ofa_caption_ckpt.pt.xz,sha256=31eb73a768a4,float32,beam=5)")
     caps = cap.caption(_images()[:3])
     assert len(caps) == 3 and all(isinstance(c, str) for c in caps)
 
 
 def test_ofa_needs_a_matching_tokenizer(tmp_path: Path) -> None:
-    model = OFA.from_checkpoint(FIXTURES / "tiny_ofa_caption_ckpt.pt.xz")
+    model = OFA.from_checkpoint(CKPT)
     from captioner.ofa.tokenizer import TinyTokenizer
 
     with pytest.raises(ValueError, match="vocabulary"):
@@ -218,7 +206,6 @@ def test_cli_requires_checkpoint_for_ofa(capsys: pytest.CaptureFixture[str]) -> 
 @needs_bpe
 def test_cli_with_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     paths = _write_images(tmp_path)[:2]
-    ckpt = FIXTURES / "tiny_ofa_caption_ckpt.pt.xz"
-    argv = ["--checkpoint", str(ckpt), "--bpe-dir", str(BPE_DIR), "--device", "cpu", *map(str, paths)]
+    argv = ["--checkpoint", str(CKPT), "--bpe-dir", str(BPE_DIR), "--device", "cpu", *map(str, paths)]
     assert cli_main(argv) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2

@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ofa_fixtures import CKPT
 
 from captioner.ofa import OFA, CheckpointConfigError
 from captioner.ofa.checkpoint import UnsafeCheckpointError, read_checkpoint
-
-FIXTURES = Path(__file__).parent / "fixtures" / "ofa"
-CKPT = FIXTURES / "tiny_ofa_caption_ckpt.pt.xz"
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from captioner.ofa.tiny import tiny_random_model
 TSV = Path(__file__).parent / "fixtures" / "ofa" / "ofa_large_caption_state_dict.tsv"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_large_model_matches_official_state_dict_exactly() -> None:

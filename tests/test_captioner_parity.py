@@ -7,27 +7,18 @@ scores in the fixture is 4.4e-4, far above our ~4e-6 error, so the beams cannot 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from ofa_fixtures import CKPT, load_golden
 
 from captioner.ofa import OFA, GenerationConfig, Hypothesis, beam_search
 from captioner.ofa.checkpoint import read_checkpoint
 from captioner.ofa.positions import decoder_image_position_idx, image_buckets, token_buckets
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ofa"
-CKPT = FIXTURES / "tiny_ofa_caption_ckpt.pt.xz"
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny ops are dominated by thread hand-off on a busy 2-core machine; one thread is faster and deterministic.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +28,7 @@ def model() -> OFA:
 
 @pytest.fixture(scope="module")
 def gold() -> dict:
-    return torch.load(FIXTURES / "tiny_ofa_caption_golden.pt", map_location="cpu", weights_only=True)
+    return load_golden()
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:

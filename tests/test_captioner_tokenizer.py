@@ -10,17 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from ofa_fixtures import BPE_DIR, FIXTURES, load_golden, needs_bpe
 
 from captioner.ofa.tokenizer import CAPTION_PROMPT, OFATokenizer, TinyTokenizer, caption_text, source_ids
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "ofa"
-BPE_DIR = REPO.parent / "shared" / "ofa" / "bpe"
-needs_bpe = pytest.mark.skipif(
-    not all((BPE_DIR / f).is_file() for f in ("encoder.json", "vocab.bpe", "dict.txt")),
-    reason=f"GPT-2 BPE files (OFA utils/BPE: encoder.json, vocab.bpe, dict.txt) not found in {BPE_DIR}",
-)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +55,7 @@ def test_example_captions_round_trip(tok: OFATokenizer, facts: dict) -> None:
 
 @needs_bpe
 def test_golden_hypotheses_decode_like_ofa(tok: OFATokenizer) -> None:
-    gold = torch.load(FIXTURES / "tiny_ofa_caption_golden.pt", map_location="cpu", weights_only=True)
+    gold = load_golden()
     assert source_ids(tok, gold["inputs"]["src_text"]) == gold["inputs"]["src_tokens"][0].tolist()
     for run in ("generate_ngram3", "generate_ngram0"):
         for sample in gold[run]:
