@@ -13,8 +13,8 @@ import torch.nn.functional as F
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from tiny_hf_clip import random_hf_clip  # noqa: E402
 from transformers import (  # noqa: E402
-    CLIPConfig,
     CLIPModel,
     CLIPTextModelWithProjection,
     CLIPVisionModelWithProjection,
@@ -27,9 +27,8 @@ VOCAB = 99
 
 
 def _hf_clip(eos_token_id: int, seed: int = 0) -> CLIPModel:
-    torch.manual_seed(seed)
-    cfg = CLIPConfig(
-        text_config=dict(
+    return random_hf_clip(
+        text=dict(
             vocab_size=VOCAB,
             hidden_size=32,
             intermediate_size=48,
@@ -41,7 +40,7 @@ def _hf_clip(eos_token_id: int, seed: int = 0) -> CLIPModel:
             pad_token_id=VOCAB - 1,
             projection_dim=24,
         ),
-        vision_config=dict(
+        vision=dict(
             hidden_size=32,
             intermediate_size=48,
             num_hidden_layers=2,
@@ -51,13 +50,8 @@ def _hf_clip(eos_token_id: int, seed: int = 0) -> CLIPModel:
             projection_dim=24,
         ),
         projection_dim=24,
+        seed=seed,
     )
-    model = CLIPModel(cfg).eval()
-    with torch.no_grad():  # make LayerNorms non-trivial so they are really compared
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(torch.randn_like(p) * 0.1)
-    return model
 
 
 def _text_batch() -> tuple[torch.Tensor, torch.Tensor]:

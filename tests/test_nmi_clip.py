@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+from tiny_hf_clip import random_hf_clip
+from transformers import CLIPModel, CLIPTokenizer
 
 from analysis import synthetic
 from analysis.encoders import CLIP_CONTEXT_LENGTH, EncoderError, load_encoder
@@ -41,10 +42,9 @@ def hf_clip_dir(tmp_path_factory) -> tuple[Path, CLIPModel]:
         synthetic.generate("msrvtt", 200) + synthetic.generate("hdvila_sub", 200), path, num_merges=200
     )
     vocab = len(json.loads((path / "vocab.json").read_text()))
-    torch.manual_seed(0)
-    cfg = CLIPConfig(
-        # 2 heads of 64 so the OpenAI-format loader (heads = width // 64) infers the same architecture
-        text_config=dict(
+    # 2 heads of 64 so the OpenAI-format loader (heads = width // 64) infers the same architecture
+    model = random_hf_clip(
+        text=dict(
             vocab_size=vocab,
             hidden_size=128,
             intermediate_size=256,
@@ -55,7 +55,7 @@ def hf_clip_dir(tmp_path_factory) -> tuple[Path, CLIPModel]:
             eos_token_id=vocab - 1,
             pad_token_id=vocab - 1,
         ),
-        vision_config=dict(
+        vision=dict(
             hidden_size=64,
             intermediate_size=128,
             num_hidden_layers=1,
@@ -64,12 +64,8 @@ def hf_clip_dir(tmp_path_factory) -> tuple[Path, CLIPModel]:
             patch_size=16,
         ),
         projection_dim=32,
+        seed=0,
     )
-    model = CLIPModel(cfg).eval()
-    with torch.no_grad():  # non-trivial LayerNorms, so they are really compared
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(path)
     return path, model
 
