@@ -176,6 +176,13 @@ def _rel_tables(layers: int, rows: int, heads: int) -> nn.ModuleList:
     return nn.ModuleList(nn.Embedding(rows, heads) for _ in range(layers))
 
 
+def _register_common_buffers(module: nn.Module, cfg: OFAConfig) -> None:
+    """The buffers both encoder and decoder carry, with the official names in the official order."""
+    module.register_buffer("version", torch.tensor([STATE_DICT_VERSION]))
+    module.register_buffer("token_rp_bucket", token_buckets(cfg.token_bucket_size))
+    module.register_buffer("image_rp_bucket", image_buckets(cfg.image_bucket_size))
+
+
 def _rel_bias(table: nn.Module, buckets: torch.Tensor) -> torch.Tensor:
     """Per-head relative-position bias [H, Lq, Lk] looked up from a [buckets, H] table."""
     assert isinstance(table, nn.Embedding)
@@ -212,9 +219,7 @@ class Encoder(nn.Module):
         super().__init__()
         d, h = cfg.embed_dim, cfg.heads
         self.cfg = cfg
-        self.register_buffer("version", torch.tensor([STATE_DICT_VERSION]))
-        self.register_buffer("token_rp_bucket", token_buckets(cfg.token_bucket_size))
-        self.register_buffer("image_rp_bucket", image_buckets(cfg.image_bucket_size))
+        _register_common_buffers(self, cfg)
         self.embed_tokens = embed_tokens
         self.layernorm_embedding = nn.LayerNorm(d)
         self.type_embedding = nn.Embedding(2, d)
@@ -328,9 +333,7 @@ class Decoder(nn.Module):
         super().__init__()
         d, h = cfg.embed_dim, cfg.heads
         self.cfg = cfg
-        self.register_buffer("version", torch.tensor([STATE_DICT_VERSION]))
-        self.register_buffer("token_rp_bucket", token_buckets(cfg.token_bucket_size))
-        self.register_buffer("image_rp_bucket", image_buckets(cfg.image_bucket_size))
+        _register_common_buffers(self, cfg)
         self.register_buffer(
             "image_position_idx", decoder_image_position_idx(cfg.code_image_size, cfg.image_bucket_size)
         )
