@@ -226,7 +226,11 @@ def _run_locked(args: argparse.Namespace, out: Path, t0: float) -> int:
         temp_dir = connect(args)  # only now: a resubmit with nothing left to do starts no Ray
         try:
             cluster = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
-            cfg = stream_config(args, options)
+            try:
+                cfg = stream_config(args, options)
+            except ValueError as e:  # the request does not fit the cluster
+                print(f"error: {e}", file=sys.stderr)
+                return 2
             print(f"[caption-job] cluster {cluster}; {cfg}", flush=True)
             specs = iter_shards(plan, only=todo)
             t_stream = time.monotonic()
