@@ -212,36 +212,41 @@ def config_from_state_dict(sd: dict[str, torch.Tensor]) -> ClipViPConfig:
     return cfg
 
 
+# Our tower field -> HF `CLIPConfig` key, one table per tower serving both directions (in the order
+# HF writes them).
+_HF_VISION_KEYS = {
+    "width": "hidden_size",
+    "intermediate_size": "intermediate_size",
+    "layers": "num_hidden_layers",
+    "heads": "num_attention_heads",
+    "image_size": "image_size",
+    "patch": "patch_size",
+    "hidden_act": "hidden_act",
+    "layer_norm_eps": "layer_norm_eps",
+    "attention_dropout": "attention_dropout",
+}
+_HF_TEXT_KEYS = {
+    "vocab": "vocab_size",
+    "width": "hidden_size",
+    "intermediate_size": "intermediate_size",
+    "layers": "num_hidden_layers",
+    "heads": "num_attention_heads",
+    "context_length": "max_position_embeddings",
+    "hidden_act": "hidden_act",
+    "layer_norm_eps": "layer_norm_eps",
+    "attention_dropout": "attention_dropout",
+    "bos_token_id": "bos_token_id",
+    "eos_token_id": "eos_token_id",
+    "pad_token_id": "pad_token_id",
+}
+
+
 def config_from_hf(hf: dict[str, Any]) -> ClipViPConfig:
     """Our config from a HF `CLIPConfig` dict (missing keys take HF's CLIP defaults, which are ours)."""
     v = hf.get("vision_config") or hf.get("vision_config_dict") or {}
     t = hf.get("text_config") or hf.get("text_config_dict") or {}
-    dv, dt = VisionConfig(), TextConfig()
-    vision = VisionConfig(
-        width=v.get("hidden_size", dv.width),
-        layers=v.get("num_hidden_layers", dv.layers),
-        heads=v.get("num_attention_heads", dv.heads),
-        patch=v.get("patch_size", dv.patch),
-        image_size=v.get("image_size", dv.image_size),
-        intermediate_size=v.get("intermediate_size", dv.intermediate_size),
-        layer_norm_eps=v.get("layer_norm_eps", dv.layer_norm_eps),
-        hidden_act=v.get("hidden_act", dv.hidden_act),
-        attention_dropout=v.get("attention_dropout", dv.attention_dropout),
-    )
-    text = TextConfig(
-        vocab=t.get("vocab_size", dt.vocab),
-        width=t.get("hidden_size", dt.width),
-        layers=t.get("num_hidden_layers", dt.layers),
-        heads=t.get("num_attention_heads", dt.heads),
-        context_length=t.get("max_position_embeddings", dt.context_length),
-        intermediate_size=t.get("intermediate_size", dt.intermediate_size),
-        layer_norm_eps=t.get("layer_norm_eps", dt.layer_norm_eps),
-        hidden_act=t.get("hidden_act", dt.hidden_act),
-        attention_dropout=t.get("attention_dropout", dt.attention_dropout),
-        bos_token_id=t.get("bos_token_id", dt.bos_token_id),
-        eos_token_id=t.get("eos_token_id", dt.eos_token_id),
-        pad_token_id=t.get("pad_token_id", dt.pad_token_id),
-    )
+    vision = VisionConfig(**{ours: v[key] for ours, key in _HF_VISION_KEYS.items() if key in v})
+    text = TextConfig(**{ours: t[key] for ours, key in _HF_TEXT_KEYS.items() if key in t})
     return ClipViPConfig(vision=vision, text=text, projection_dim=hf.get("projection_dim", 512))
 
 
@@ -255,32 +260,13 @@ def hf_config_dict(cfg: ClipViPConfig) -> dict[str, Any]:
         "logit_scale_init_value": cfg.logit_scale_init,
         "text_config": {
             "model_type": "clip_text_model",
-            "vocab_size": t.vocab,
-            "hidden_size": t.width,
-            "intermediate_size": t.intermediate_size,
-            "num_hidden_layers": t.layers,
-            "num_attention_heads": t.heads,
-            "max_position_embeddings": t.context_length,
-            "hidden_act": t.hidden_act,
-            "layer_norm_eps": t.layer_norm_eps,
-            "attention_dropout": t.attention_dropout,
-            "bos_token_id": t.bos_token_id,
-            "eos_token_id": t.eos_token_id,
-            "pad_token_id": t.pad_token_id,
+            **{key: getattr(t, ours) for ours, key in _HF_TEXT_KEYS.items()},
             "projection_dim": cfg.projection_dim,
         },
         "vision_config": {
             "model_type": "clip_vision_model",
-            "hidden_size": v.width,
-            "intermediate_size": v.intermediate_size,
-            "num_hidden_layers": v.layers,
-            "num_attention_heads": v.heads,
             "num_channels": 3,
-            "image_size": v.image_size,
-            "patch_size": v.patch,
-            "hidden_act": v.hidden_act,
-            "layer_norm_eps": v.layer_norm_eps,
-            "attention_dropout": v.attention_dropout,
+            **{key: getattr(v, ours) for ours, key in _HF_VISION_KEYS.items()},
             "projection_dim": cfg.projection_dim,
         },
         "clipvip": cfg.to_dict(),
@@ -358,6 +344,7 @@ def load_pretrained(
     strict: bool = True,
     map_location: str | torch.device = "cpu",
     seqtransf_from_text: bool = True,
+    clip2video: dict[str, Any] | None = None,
 ) -> CLIPViP:
     """Build a CLIPViP with the checkpoint's architecture and load its weights.
 
@@ -365,6 +352,8 @@ def load_pretrained(
     A temporal table of another length is linearly resized. `config` replaces the inferred
     architecture (needed only for raw state dicts whose head counts are not width // 64).
     `strict`: raise on missing, unexpected or shape-mismatched keys (new CLIP-ViP parameters excepted).
+    `clip2video`: CLIP2VideoHead kwargs (None keeps the checkpoint's). `seqtransf_from_text`: a new seqTransf
+    or CLIP2Video head starts from CLIP's text transformer (CLIP4Clip / CLIP2Video), where shapes match.
     """
     source, sd, ckpt_cfg, rest = read_checkpoint(path, map_location)
     sd = {k: v for k, v in sd.items() if not _IGNORED_KEY.search(k)}
@@ -388,6 +377,7 @@ def load_pretrained(
         num_proxies=base.num_proxies if num_proxies is None else num_proxies,
         num_frames=base.num_frames if num_frames is None else num_frames,
         video_head=base.video_head if video_head is None else video_head,
+        clip2video=base.clip2video if clip2video is None else dict(clip2video),
     )
     model = CLIPViP(cfg)
     report = LoadReport(source=source, path=str(path), unexpected=list(rest))
@@ -419,10 +409,12 @@ def load_pretrained(
         with torch.no_grad():
             model.logit_scale.fill_(cfg.logit_scale_init)
         report.notes.append(f"logit_scale set to {cfg.logit_scale_init} (VidCLIP)")
-    head_missing = any(k.startswith("video_head.") for k in report.expected_missing)
-    if cfg.video_head == "seqtransf" and head_missing and seqtransf_from_text:
+    # Only a head absent from the checkpoint starts from the text tower (a TDB-only CLIP2Video checkpoint
+    # loaded with tab on keeps its trained TDB; only the new TAB parts keep their init).
+    head_missing = "video_head.frame_position_embeddings.weight" in report.expected_missing
+    if cfg.video_head in ("seqtransf", "clip2video") and head_missing and seqtransf_from_text:
         if model.video_head.init_from_text(model.text_model):  # type: ignore[union-attr,operator]
-            report.notes.append("seqTransf head initialised from the text transformer (CLIP4Clip)")
+            report.notes.append(f"{cfg.video_head} head initialised from the text transformer")
 
     model.load_report = report  # type: ignore[assignment]
     if report.ok:
