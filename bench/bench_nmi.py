@@ -78,6 +78,7 @@ def bench_clip(texts: list[str]) -> tuple[float, float]:
 
     from trainer.model import CLIPViP, tiny_config
     from trainer.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
+    from trainer.weights import hf_config_dict
 
     # B/32 text tower shape. The tokenizer is a small BPE in CLIP's format: every text is padded to 77
     # tokens anyway, so the tower's cost does not depend on the vocabulary the ids come from.
@@ -99,20 +100,8 @@ def bench_clip(texts: list[str]) -> tuple[float, float]:
     ours = ClipTextEncoder(
         CLIPViP(cfg), tok, weights_sha256="0" * 64, opts=EncodeOptions(batch_size=64, progress=False)
     )
-    hf = CLIPTextModelWithProjection(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=512,
-            intermediate_size=2048,
-            num_hidden_layers=12,
-            num_attention_heads=8,
-            max_position_embeddings=77,
-            projection_dim=512,
-            bos_token_id=tok.bos_id,
-            eos_token_id=tok.eot_id,
-            pad_token_id=tok.eot_id,
-        )
-    ).eval()
+    # the same text tower as transformers builds it, from the HF config our weights module writes
+    hf = CLIPTextModelWithProjection(CLIPTextConfig(**hf_config_dict(cfg)["text_config"])).eval()
 
     def hf_encode(batch: list[str]) -> None:
         with torch.inference_mode():
