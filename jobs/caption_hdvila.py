@@ -40,7 +40,7 @@ import ray.cloudpickle  # noqa: E402
 
 from jobs import caption_stages  # noqa: E402
 from jobs.shard_stream import Progress, StreamConfig, estimate_shard_bytes, run_stream  # noqa: E402
-from pipeline.extract import LockedError, _lock  # noqa: E402
+from pipeline.extract import LockedError, lock_output  # noqa: E402
 from pipeline.metadata import open_subtitles  # noqa: E402
 from pipeline.plan import ExtractOptions, Plan, PlanMismatchError, iter_shards, load_or_create_plan  # noqa: E402
 from pipeline.shards import cleanup_temp, finalize, shard_is_complete  # noqa: E402
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     out = Path(args.out)
     try:
-        lock = _lock(out)  # one writer per output directory (released by the OS if the job is killed)
+        lock = lock_output(out)  # one writer per output directory (released by the OS if the job is killed)
     except LockedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -217,7 +217,6 @@ def lock_output(out: Path) -> Any:
     return fh
 
 
-_lock = lock_output  # earlier name, used by jobs/caption_hdvila.py
 
 
 def _shards_to_do(plan: Plan, retry: bool) -> tuple[set[int], int]:
