@@ -35,6 +35,21 @@ def cache_dir(tmp_path_factory):
 SIZES = ["--samples", "80", "--repeats", "3"]
 
 
+def minilm_args(sources, cache_dir, sizes=SIZES) -> list[str]:
+    """The CLI arguments every run here shares: registry, MiniLM, sizes, cache, quiet."""
+    return [
+        "--sources",
+        str(sources),
+        "--encoder",
+        "minilm",
+        *sizes,
+        "--cache-dir",
+        str(cache_dir),
+        "--no-progress",
+        "-q",
+    ]
+
+
 def shared_factory(encoder, made: list):
     """encoder_factory for main(): the real load_encoder checks, but the loaded model is shared across tests."""
 
@@ -92,17 +107,7 @@ def test_minilm_version_pinned(monkeypatch):
 
 def test_different_sources_high_nmi_same_source_low(minilm, sources, cache_dir, tmp_path, capsys):
     made: list = []
-    args = [
-        "--sources",
-        str(sources),
-        "--encoder",
-        "minilm",
-        *SIZES,
-        "--cache-dir",
-        str(cache_dir),
-        "--no-progress",
-        "-q",
-    ]
+    args = minilm_args(sources, cache_dir)
     out = tmp_path / "gap.json"
     assert (
         main(
@@ -164,20 +169,7 @@ def test_all_table_json_csv_plot_and_skips(minilm, sources, cache_dir, tmp_path,
     toml.write_text(reg)
     out = tmp_path / "res" / "table.json"
     rc = main(
-        [
-            "--all",
-            "--sources",
-            str(toml),
-            "--encoder",
-            "minilm",
-            *SIZES,
-            "--cache-dir",
-            str(cache_dir),
-            "--out",
-            str(out),
-            "--no-progress",
-            "-q",
-        ],
+        ["--all", "--out", str(out), *minilm_args(toml, cache_dir)],
         encoder_factory=shared_factory(minilm, []),
     )
     assert rc == 0
@@ -207,17 +199,9 @@ def test_all_table_json_csv_plot_and_skips(minilm, sources, cache_dir, tmp_path,
             "tiny,coco",
             "--tgt",
             "msrvtt",
-            "--sources",
-            str(toml),
-            "--encoder",
-            "minilm",
-            *SIZES,
-            "--cache-dir",
-            str(cache_dir),
             "--out",
             str(tmp_path / "t2.json"),
-            "--no-progress",
-            "-q",
+            *minilm_args(toml, cache_dir),
         ],
         encoder_factory=shared_factory(minilm, []),
     )
@@ -240,18 +224,7 @@ def test_allow_smaller_through_cli(minilm, sources, cache_dir, tmp_path):
         "few",
         "--tgt",
         "msrvtt",
-        "--sources",
-        str(toml),
-        "--encoder",
-        "minilm",
-        "--samples",
-        "100",
-        "--repeats",
-        "2",
-        "--cache-dir",
-        str(cache_dir),
-        "--no-progress",
-        "-q",
+        *minilm_args(toml, cache_dir, ["--samples", "100", "--repeats", "2"]),
     ]
     assert main(base, encoder_factory=shared_factory(minilm, [])) == 2  # too few: refused
     out = tmp_path / "o.json"
