@@ -217,8 +217,6 @@ def lock_output(out: Path) -> Any:
     return fh
 
 
-
-
 def _shards_to_do(plan: Plan, retry: bool) -> tuple[set[int], int]:
     """(shard indices to process, clips already done)."""
     todo: set[int] = set()
