@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -27,18 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import machine_line
+
 from pipeline.corpus import generate
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def run(cmd: list[str], env: dict[str, str]) -> float:
@@ -132,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "## Ray caption job (`bench/bench_job.py`)",
         "",
-        f"{dt.date.today().isoformat()}; {machine()}; {n} clips of a generated 320x240 corpus "
+        f"{dt.date.today().isoformat()}; {machine_line()}; {n} clips of a generated 320x240 corpus "
         f"({videos} videos x {clips_per_video} clips, T=12 + middle, subtitles), shards of {shard_size}, "
         f"{args.cores} cores for every runner; medians of {args.repeats} repeats. Steady state = marginal rate "
         f"(n - n1) / (wall - wall1), where wall1 is the same runner on a one-video subset of n1 = {n1} clips "

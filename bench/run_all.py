@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
     ap.add_argument("--only", nargs="*", default=None, help="area names, e.g. pipeline captioner")
+    ap.add_argument("--assemble-only", action="store_true", help="rebuild BENCHMARKS.md from docs/bench/*.md")
     args = ap.parse_args(argv)
+    if args.assemble_only:
+        assemble()
+        return 0
     scripts = sorted((ROOT / "bench").glob("bench_*.py"))
     if args.only:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.only]
