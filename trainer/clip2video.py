@@ -256,6 +256,22 @@ def symmetric_ce(sim: torch.Tensor) -> torch.Tensor:
     return (F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target)) / 2
 
 
+def clip2video_loss_terms(
+    logit_scale: torch.Tensor,
+    text_global: torch.Tensor,
+    video_global: torch.Tensor,
+    text_tab: torch.Tensor,
+    video_tab: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """``{"global": Lsym(s_g), "tab": Lsym(s_TAB)}``; inputs are features (normalised here), ``logit_scale``
+    is in log space and shared by both branches."""
+    scale = logit_scale.exp()
+    return {
+        "global": symmetric_ce(scale * _l2n(text_global) @ _l2n(video_global).T),
+        "tab": symmetric_ce(scale * _l2n(text_tab) @ _l2n(video_tab).T),
+    }
+
+
 def clip2video_loss(
     logit_scale: torch.Tensor,
     text_global: torch.Tensor,
@@ -266,9 +282,7 @@ def clip2video_loss(
 ) -> torch.Tensor:
     """Training loss of CLIP2Video: ``l Lsym(s_g) + (1-l) Lsym(s_TAB)`` (losses mixed, logits mixed only at
     inference). Inputs are normalised features; ``logit_scale`` is in log space."""
-    scale = logit_scale.exp()
-    loss = symmetric_ce(scale * _l2n(text_global) @ _l2n(video_global).T)
     if text_tab is None or video_tab is None:
-        return loss
-    tab = symmetric_ce(scale * _l2n(text_tab) @ _l2n(video_tab).T)
-    return center_weight * loss + (1 - center_weight) * tab
+        return symmetric_ce(logit_scale.exp() * _l2n(text_global) @ _l2n(video_global).T)
+    terms = clip2video_loss_terms(logit_scale, text_global, video_global, text_tab, video_tab)
+    return center_weight * terms["global"] + (1 - center_weight) * terms["tab"]

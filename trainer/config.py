@@ -32,6 +32,10 @@ class ModelSection:
     num_proxies: int = 3
     num_frames: int = 12  # temporal table length
     video_head: str = "vip"
+    # CLIP2VideoHead keyword arguments for video_head "clip2video" (defaults live in that class: TDB only,
+    # tab false); e.g. {tab: true} adds the Temporal Alignment Block (the paper's full model; then the
+    # loss must be "vs"). None keeps the checkpoint's value.
+    clip2video: dict[str, Any] | None = None
     # None keeps the checkpoint's value (fine-tuning from CLIP-ViP); from plain CLIP the loader sets 4.60.
     logit_scale_init: float | None = None
     grad_checkpointing: bool = False
@@ -131,6 +135,12 @@ def validate(cfg: TrainConfig) -> None:
     choice("schedule.kind", cfg.schedule.kind, ("cosine", "linear", "constant"))
     if cfg.data.batch_size < 1:
         raise ValueError("data.batch_size must be >= 1")
+    if cfg.model.clip2video and cfg.model.video_head != "clip2video":
+        raise ValueError("model.clip2video is set but model.video_head is not 'clip2video'")
+    if (cfg.model.clip2video or {}).get("tab") and cfg.loss != "vs":
+        raise ValueError(
+            f"CLIP2Video's TAB (model.clip2video.tab) trains with loss 'vs' only, got {cfg.loss!r}"
+        )
     if len(cfg.optim.betas) != 2:
         raise ValueError("optim.betas must have two values")
     if not 0.0 <= cfg.schedule.warmup_ratio < 1.0:

@@ -91,6 +91,18 @@ class EncodedSplit:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def _embed_videos(model: Any, pixels: torch.Tensor) -> torch.Tensor:
+    # CLIPViP.retrieval_video: plain features, or CLIP2Video's fused [sqrt(l) g, sqrt(1-l) z] with TAB on, whose
+    # text x video products are exactly l s_g + (1-l) s_TAB; the similarity below stays one [Q, V] matmul.
+    fn = getattr(model, "retrieval_video", None)
+    return fn(pixels) if fn is not None else model.encode_video(pixels)
+
+
+def _embed_texts(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    fn = getattr(model, "retrieval_text", None)
+    return fn(ids, mask) if fn is not None else model.encode_text(ids, mask)
+
+
 @torch.no_grad()
 def encode_videos(model: Any, cfg: EvalConfig, rset: RetrievalSet, device: torch.device) -> EncodedSplit:
     """Decode and encode every resolvable video once; failures are recorded, not raised."""
@@ -113,7 +125,7 @@ def encode_videos(model: Any, cfg: EvalConfig, rset: RetrievalSet, device: torch
                 log.warning("eval: excluding %s (%s)", res.paths[i], err)
         if good:
             pixels = torch.stack([x for _, x in good]).to(device)
-            feats.append(model.encode_video(pixels).float().cpu())
+            feats.append(_embed_videos(model, pixels).float().cpu())
             kept.extend(orig[i] for i, _ in good)
         done += len(items)
         rate = done / max(time.monotonic() - t0, 1e-9)
@@ -129,7 +141,7 @@ def encode_texts(model: Any, tokenizer: Any, texts: list[str], cfg: EvalConfig, 
     out = []
     for s in range(0, len(texts), cfg.text_batch_size):
         ids, mask = tokenizer(texts[s : s + cfg.text_batch_size], cfg.max_text_len)
-        out.append(model.encode_text(ids.to(device), mask.to(device)).float().cpu())
+        out.append(_embed_texts(model, ids.to(device), mask.to(device)).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -240,7 +252,11 @@ def load_model_for_eval(cfg: Any, checkpoint: str | None, tokenizer: Any, device
     m = cfg.model
     if checkpoint:
         model = M.from_pretrained(
-            checkpoint, num_proxies=m.num_proxies, num_frames=m.num_frames, video_head=m.video_head
+            checkpoint,
+            num_proxies=m.num_proxies,
+            num_frames=m.num_frames,
+            video_head=m.video_head,
+            clip2video=m.clip2video,
         )
     else:
         torch.manual_seed(cfg.seed)  # the training run seeds the same way before building its model

@@ -8,6 +8,7 @@ for the per-frame baselines.
 Public API:
     ClipViPConfig, tiny_config          architecture (trainer.model_config)
     CLIPViP(config)                      .encode_video(pixels[B,T,3,H,W]) / .encode_text(ids, mask)
+                                         CLIP2Video TAB: .clip2video_video / .clip2video_text / .clip2video_similarity
     from_pretrained(path, ...)           HF CLIP dir, OpenAI CLIP .pt, or CLIP-ViP checkpoint
     save_pretrained(model, dir)          HF-style dir: config.json + model.safetensors
 """
@@ -15,7 +16,7 @@ Public API:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -101,11 +102,95 @@ class CLIPViP(nn.Module):
         """pixels [B, 3, H, W] -> [B, D] (same tower, T=1)."""
         return self.encode_video(pixels.unsqueeze(1), normalize=normalize)
 
+    @overload
     def encode_text(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, normalize: bool = True
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = ...,
+        normalize: bool = ...,
+        return_tokens: Literal[False] = ...,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def encode_text(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = ...,
+        normalize: bool = ...,
+        *,
+        return_tokens: Literal[True],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def encode_text(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        normalize: bool = True,
+        return_tokens: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, D] sentence features; with ``return_tokens`` also the projected (not normalised) states of every
+        token [B, L, D] and the attention mask [B, L] (all ones when none was given), for CLIP2Video's TAB."""
+        if not return_tokens:
+            feats = self.text_projection(self.text_model(input_ids, attention_mask))
+            return F.normalize(feats, dim=-1) if normalize else feats
+        tokens = self.text_projection(self.text_model.token_states(input_ids, attention_mask))
+        idx = self.text_model.pool_index(input_ids)
+        feats = tokens[torch.arange(tokens.shape[0], device=tokens.device), idx]
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        return (F.normalize(feats, dim=-1) if normalize else feats), tokens, mask
+
+    # ---- CLIP2Video Temporal Alignment Block ----------------------------------------------------
+    @property
+    def uses_tab(self) -> bool:
+        """True for ``video_head: clip2video`` built with ``tab: true`` (TDB + TAB, the paper's full model)."""
+        return bool(getattr(self.video_head, "use_tab", False))
+
+    def tab_head(self) -> Any:
+        """The CLIP2Video head when TAB is on; a clear error otherwise."""
+        if not self.uses_tab:
+            raise RuntimeError(
+                "CLIP2Video TAB needs video_head='clip2video' with clip2video={'tab': True}, got "
+                f"video_head={self.config.video_head!r}, clip2video={self.config.clip2video!r}"
+            )
+        return self.video_head
+
+    def clip2video_video(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(TDB global feature, TAB feature), both unit-norm [B, D], from one pass of the frame tower."""
+        head = self.tab_head()
+        frames = self.frame_features(pixels)
+        return F.normalize(head(frames), dim=-1), head.tab_video(frames)
+
+    def clip2video_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sentence feature, TAB feature), both unit-norm [B, D], from one pass of the text tower."""
+        head = self.tab_head()
+        feats, tokens, mask = self.encode_text(input_ids, attention_mask, return_tokens=True)
+        return feats, head.tab_text(tokens, mask)
+
+    def clip2video_similarity(
+        self, text: tuple[torch.Tensor, torch.Tensor], video: tuple[torch.Tensor, torch.Tensor]
     ) -> torch.Tensor:
-        feats = self.text_projection(self.text_model(input_ids, attention_mask))
-        return F.normalize(feats, dim=-1) if normalize else feats
+        """CLIP2Video's inference score ``l s_g + (1-l) s_TAB`` [texts, videos] from ``clip2video_text`` /
+        ``clip2video_video`` outputs, in cosine units (``exp(logit_scale)`` scales both terms alike)."""
+        lam = self.tab_head().center_weight
+        return lam * text[0] @ video[0].T + (1 - lam) * text[1] @ video[1].T
+
+    def retrieval_video(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unit-norm video embeddings for retrieval: ``encode_video``, or with TAB the fused
+        ``[sqrt(l) g, sqrt(1-l) z]`` [B, 2D] (``CLIP2VideoHead.fuse``), so that ``retrieval_text(q) @
+        retrieval_video(v).T`` is exactly ``clip2video_similarity``."""
+        if not self.uses_tab:
+            return self.encode_video(pixels)
+        return self.tab_head().fuse(*self.clip2video_video(pixels))
+
+    def retrieval_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Unit-norm text embeddings for retrieval (see ``retrieval_video``)."""
+        if not self.uses_tab:
+            return self.encode_text(input_ids, attention_mask)
+        return self.tab_head().fuse(*self.clip2video_text(input_ids, attention_mask))
 
     def forward(
         self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

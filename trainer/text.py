@@ -51,6 +51,13 @@ class CLIPTextModel(nn.Module):
         return is_eos.int().argmax(dim=-1)  # first EOT (padding also uses the EOT id)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.token_states(input_ids, attention_mask)
+        return x[torch.arange(x.shape[0], device=x.device), self.pool_index(input_ids)]
+
+    def token_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Final-layernormed states of every token, [B, L, W] (CLIP2Video's TAB aggregates them)."""
         if input_ids.dim() != 2:
             raise ValueError(f"expected input_ids [B, L], got {tuple(input_ids.shape)}")
         n = input_ids.shape[1]
@@ -61,5 +68,4 @@ class CLIPTextModel(nn.Module):
             allowed = (allowed & keys) | torch.eye(n, dtype=torch.bool, device=input_ids.device)
         p = self.cfg.attention_dropout if self.training else 0.0
         x = self.encoder(self.embeddings(input_ids), partial(masked_attention, mask=allowed, dropout_p=p))
-        x = self.final_layer_norm(x)
-        return x[torch.arange(x.shape[0], device=x.device), self.pool_index(input_ids)]
+        return self.final_layer_norm(x)

@@ -29,6 +29,7 @@ from torch import nn
 
 from trainer import distributed as tdist
 from trainer.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from trainer.clip2video import clip2video_loss_terms
 from trainer.config import TrainConfig, load_config, save_config, to_dict
 from trainer.data import Batch, build_shard_loader, count_samples, find_shard_tars, index_tar
 from trainer.logs import MetricLogger, Progress, plot_losses
@@ -124,10 +125,16 @@ def build_model(cfg: TrainConfig, tokenizer: Any) -> CLIPViP:
     m = cfg.model
     if m.init:
         model = from_pretrained(
-            m.init, num_proxies=m.num_proxies, num_frames=m.num_frames, video_head=m.video_head
+            m.init,
+            num_proxies=m.num_proxies,
+            num_frames=m.num_frames,
+            video_head=m.video_head,
+            clip2video=m.clip2video,
         )
     elif m.tiny:
         over = dict(m.tiny_overrides)
+        if m.clip2video is not None:
+            over["clip2video"] = dict(m.clip2video)
         over.setdefault("text_vocab", len(tokenizer))
         over.setdefault("text_context_length", max(cfg.data.max_text_len, cfg.eval.max_text_len))
         model = CLIPViP(
@@ -149,7 +156,8 @@ def build_model(cfg: TrainConfig, tokenizer: Any) -> CLIPViP:
 
 
 class FeatureStep(nn.Module):
-    """The forward DDP wraps: video, subtitle, caption and middle-frame features of a batch.
+    """The forward DDP wraps: video, subtitle, caption and middle-frame features of a batch, and with
+    CLIP2Video's TAB the (video, text) TAB features.
 
     Subtitles and captions go through the text tower in one pass (no batch-dependent op in it)."""
 
@@ -165,7 +173,17 @@ class FeatureStep(nn.Module):
         cap_ids: torch.Tensor | None = None,
         cap_mask: torch.Tensor | None = None,
         image: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    ) -> tuple[
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor | None,
+        torch.Tensor | None,
+        tuple[torch.Tensor, torch.Tensor] | None,
+    ]:
+        if self.model.uses_tab:  # the loss is "vs" (checked when the Trainer is built)
+            v, zv = self.model.clip2video_video(video)
+            s, zs = self.model.clip2video_text(text_ids, text_mask)
+            return v, s, None, None, (zv, zs)
         v = self.model.encode_video(video)
         c = f = None
         if cap_ids is not None and cap_mask is not None:
@@ -175,7 +193,7 @@ class FeatureStep(nn.Module):
             s = self.model.encode_text(text_ids, text_mask)
         if image is not None:
             f = self.model.encode_video(image)
-        return v, s, c, f
+        return v, s, c, f, None
 
 
 # ---------------------------------------------------------------------------------------- retrieval data
@@ -263,6 +281,8 @@ class Trainer:
         self.tars = find_shard_tars(cfg.data.shards) if cfg.data.kind == "shards" else None
         self.tokenizer, self.tokenizer_dir = build_tokenizer(cfg, self.info, self.tars)
         self.model: CLIPViP = build_model(cfg, self.tokenizer).to(self.info.device)
+        if self.model.uses_tab and cfg.loss != "vs":  # e.g. TAB enabled by a checkpoint's own config
+            raise ValueError(f"CLIP2Video's TAB trains with loss 'vs' (clip2video_loss), got {cfg.loss!r}")
         image_size = self.model.config.vision.image_size
         cfg.eval.image_size = image_size  # evaluation and retrieval data always follow the model's input size
         cfg.data.retrieval.image_size = image_size
@@ -409,7 +429,7 @@ class Trainer:
         clamp_logit_scale(self.model.logit_scale)  # before the forward, as in pretraining
         lr = self.schedule.apply(self.optimizer, self.step)
         with self.precision.autocast():
-            v, s, c, f = self.step_module(
+            v, s, c, f, tab = self.step_module(
                 batch.video,
                 batch.text_ids,
                 batch.text_mask,
@@ -426,9 +446,15 @@ class Trainer:
             if self.need_cap and batch.cap_valid is not None
             else None
         )
-        loss, terms = contrastive_loss(
-            cfg.loss, v, s, c, f, logit_scale=self.model.logit_scale.float(), c_valid=c_valid
-        )
+        if tab is not None:  # CLIP2Video: lambda Lsym(s_g) + (1 - lambda) Lsym(s_TAB)
+            zv, zs = tdist.gather_features(tab[0].float()), tdist.gather_features(tab[1].float())
+            terms = clip2video_loss_terms(self.model.logit_scale.float(), s, v, zs, zv)
+            lam = self.model.tab_head().center_weight
+            loss = lam * terms["global"] + (1 - lam) * terms["tab"]
+        else:
+            loss, terms = contrastive_loss(
+                cfg.loss, v, s, c, f, logit_scale=self.model.logit_scale.float(), c_valid=c_valid
+            )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
