@@ -177,3 +177,14 @@ def test_loading_clip_weights_starts_the_head_from_the_text_transformer(tmp_path
     save_pretrained(CLIPViP(tiny_config(projection_dim=64)), tmp_path / "clip_small")
     other = from_pretrained(tmp_path / "clip_small", video_head="clip2video", clip2video={"heads": 4})
     assert not any("initialised from the text" in n for n in other.load_report.notes)
+
+
+def test_shipped_clip2video_config_turns_tab_on() -> None:
+    cfg = load_config(CONFIG.parent / "finetune_msrvtt_clip2video_b32.yaml")
+    assert cfg.model.video_head == "clip2video" and cfg.loss == "vs"
+    assert cfg.model.clip2video == {"tab": True, "centers": 5, "center_weight": 0.5}
+    assert cfg.data.max_text_len == 32 and cfg.data.num_frames == 12
+    assert math.isclose(cfg.optim.lr * cfg.optim.lr_mul, 1e-4)
+    # the config's head builds (tiny towers stand in for the CLIP weights it names)
+    model = CLIPViP(tiny_config(video_head="clip2video", clip2video=cfg.model.clip2video))
+    assert model.uses_tab and model.video_head.weight_center.shape == (5, 32)
