@@ -127,15 +127,8 @@ def captioner_options(args: argparse.Namespace, gpus: float) -> dict[str, Any]:
 def extract_options(args: argparse.Namespace) -> ExtractOptions:
     # What shapes the captions is recorded in the plan, so a rerun with another captioner is refused.
     extra = {"captioner": args.captioner, "checkpoint": args.checkpoint, "dtype": args.dtype}
-    return ExtractOptions(
-        layout=args.layout,
-        frames=args.frames,
-        frame_size=args.frame_size,
-        shard_size=args.shard_size,
-        store_video=args.store_video,
-        decoder=args.decoder,
-        extra=extra,
-    )
+    # workers is the pipeline CLI's process pool; Ray schedules the job's decode tasks itself.
+    return ExtractOptions.from_args(args, workers=1, extra=extra)
 
 
 def connect(args: argparse.Namespace) -> Path | None:

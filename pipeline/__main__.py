@@ -41,15 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    options = ExtractOptions(
-        layout=args.layout,
-        frames=args.frames,
-        frame_size=args.frame_size,
-        shard_size=args.shard_size,
-        store_video=args.store_video,
-        decoder=args.decoder,
-        workers=args.workers,
-    )
+    options = ExtractOptions.from_args(args)
     try:
         options.validate()
         summary = run_extract(

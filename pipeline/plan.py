@@ -52,6 +52,12 @@ class ExtractOptions:
 
     RUNTIME_FIELDS = ("workers",)
 
+    @classmethod
+    def from_args(cls, args: Any, **overrides: Any) -> ExtractOptions:
+        """Options from a parsed CLI namespace: every field the namespace has (same names), then `overrides`."""
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+        return cls(**{**given, **overrides})
+
     def validate(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
