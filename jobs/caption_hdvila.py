@@ -40,10 +40,17 @@ import ray.cloudpickle  # noqa: E402
 
 from jobs import caption_stages  # noqa: E402
 from jobs.shard_stream import Progress, StreamConfig, estimate_shard_bytes, run_stream  # noqa: E402
-from pipeline.extract import LockedError, lock_output  # noqa: E402
+from pipeline.extract import LockedError, lock_output, shards_to_do  # noqa: E402
 from pipeline.metadata import open_subtitles  # noqa: E402
-from pipeline.plan import ExtractOptions, Plan, PlanMismatchError, iter_shards, load_or_create_plan  # noqa: E402
-from pipeline.shards import cleanup_temp, finalize, shard_is_complete  # noqa: E402
+from pipeline.plan import (  # noqa: E402
+    DECODERS,
+    LAYOUTS,
+    ExtractOptions,
+    PlanMismatchError,
+    iter_shards,
+    load_or_create_plan,
+)
+from pipeline.shards import cleanup_temp, finalize  # noqa: E402
 
 _DEFAULTS = ExtractOptions()
 _STREAM = StreamConfig()
@@ -59,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--metadata", nargs="+", required=True, help="HD-VILA metadata JSON-lines files or globs")
     io.add_argument("--videos", required=True, help="video root")
     io.add_argument("--out", required=True, help="output directory")
-    io.add_argument("--layout", choices=("full", "clips"), default=_DEFAULTS.layout)
+    io.add_argument("--layout", choices=LAYOUTS, default=_DEFAULTS.layout)
     io.add_argument("--subtitles", help="JSON lines {clip_id, text} or Parquet with the same columns")
     io.add_argument("--overwrite", action="store_true", help="start over: remove previous outputs in --out")
     ex = p.add_argument_group("extraction")
@@ -69,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--shard-size", type=int, default=_DEFAULTS.shard_size, help="clips per shard")
     ex.add_argument("--store-video", action="store_true", help="also store K.mp4 (3 fps, short side 240)")
-    ex.add_argument("--decoder", choices=("pyav", "decord"), default=_DEFAULTS.decoder)
+    ex.add_argument("--decoder", choices=DECODERS, default=_DEFAULTS.decoder)
     cap = p.add_argument_group("captioner (CONTRACTS §4)")
     cap.add_argument(
         "--captioner", default="ofa", help="ofa | ofa-tiny-random | noop | package.module:factory"
@@ -173,11 +180,6 @@ def stream_config(args: argparse.Namespace, options: ExtractOptions) -> StreamCo
     )
 
 
-def clips_in_shard(plan: Plan, index: int) -> int:
-    size = plan.options.shard_size
-    return max(0, min(size, plan.total_clips - index * size))
-
-
 def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     out = Path(args.out)
@@ -200,11 +202,11 @@ def _run_locked(args: argparse.Namespace, out: Path, t0: float) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cleanup_temp(out)  # temporary files of a killed run; we hold the lock, so nobody else writes here
-    todo = {i for i in range(plan.num_shards) if not shard_is_complete(out, i)}
+    todo, done_clips = shards_to_do(plan)
     subtitles = open_subtitles(Path(args.subtitles), out / "index")[0] if args.subtitles else None
     progress = Progress(
         total_clips=plan.total_clips,
-        todo_clips=sum(clips_in_shard(plan, i) for i in todo),
+        todo_clips=plan.total_clips - done_clips,
         todo_shards=len(todo),
     )
     print(

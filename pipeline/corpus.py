@@ -36,6 +36,7 @@ from typing import Any
 import av
 import numpy as np
 
+from pipeline.atomic import write_text_atomic
 from pipeline.corpus_content import (
     Scene,
     SceneRenderer,
@@ -656,9 +657,7 @@ def generate_from_config(
         "clips": [_clip_truth(cfg, p, c) for p in plans for c in p.clips],
         "downstream": downstream_truth,
     }
-    tmp = out / "truth.json.tmp"
-    tmp.write_text(json.dumps(truth, indent=1))
-    tmp.replace(out / "truth.json")  # last: its presence marks a complete corpus
+    write_text_atomic(out / "truth.json", json.dumps(truth, indent=1))  # last: marks a complete corpus
     log.info("corpus of %d videos written to %s in %.1fs", cfg.videos, out, time.monotonic() - started)
     return _manifest(out, cfg, video_ids, [c.clip_id for p in plans for c in p.clips], downstream_ids)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -34,6 +35,7 @@ from pipeline.shards import (
     finalize,
     rewrite_shard_with_retries,
     shard_is_complete,
+    shard_paths,
     write_shard,
 )
 
@@ -130,7 +132,7 @@ def process_shard(
     options: ExtractOptions,
     subtitles: Mapping[str, str] | None,
     retry_failed: bool = False,
-    on_clips: Callable[[int], None] | None = None,
+    on_clips: Callable[[int], object] | None = None,
 ) -> dict[str, Any]:
     """Decode and write one shard without a captioner; with retry_failed, redo only its failed clips."""
     started = time.time()
@@ -146,6 +148,9 @@ def process_shard(
         rows = [r for r in spec.rows if r.index in redo]
         if on_clips is not None:
             on_clips(len(spec.rows) - len(rows))
+        if not rows:  # nothing failed here: leave the complete shard as it is
+            stats: dict[str, Any] = json.loads(shard_paths(out, spec.index)["stats"].read_text())
+            return stats
         results = counted(iter_decode_shard(spec, videos_root, options, subtitles, rows, keep_middle=False))
         return rewrite_shard_with_retries(out, spec, results, None, options, started=started)
     results = counted(iter_decode_shard(spec, videos_root, options, subtitles, keep_middle=False))
@@ -193,13 +198,6 @@ def _worker(
     return process_shard(out, spec, videos, options, subs, retry_failed=retry, on_clips=_tick)
 
 
-def _bar_tick(bar: tqdm) -> Callable[[int], None]:
-    def tick(n: int) -> None:
-        bar.update(n)
-
-    return tick
-
-
 class LockedError(RuntimeError):
     """Another extraction run holds the output directory."""
 
@@ -217,8 +215,8 @@ def lock_output(out: Path) -> Any:
     return fh
 
 
-def _shards_to_do(plan: Plan, retry: bool) -> tuple[set[int], int]:
-    """(shard indices to process, clips already done)."""
+def shards_to_do(plan: Plan, retry: bool = False) -> tuple[set[int], int]:
+    """(shard indices to process, clips in complete shards that are not processed again)."""
     todo: set[int] = set()
     done_clips = 0
     size = plan.options.shard_size
@@ -250,7 +248,7 @@ def run_extract(args: ExtractArgs) -> dict[str, Any]:
             subs, bad = open_subtitles(args.subtitles, out / "index")
             if bad:
                 log.warning("subtitles: skipped %d malformed records", bad)
-        todo, done_clips = _shards_to_do(plan, args.retry_failed)
+        todo, done_clips = shards_to_do(plan, args.retry_failed)
         bar = tqdm(
             total=plan.total_clips,
             initial=done_clips,
@@ -274,7 +272,7 @@ def run_extract(args: ExtractArgs) -> dict[str, Any]:
                             args.options,
                             subs,
                             args.retry_failed,
-                            on_clips=_bar_tick(bar),
+                            on_clips=bar.update,
                         )
                     except Exception as e:  # one broken shard must not stop the others
                         log.exception("shard %d failed", spec.index)
@@ -294,8 +292,6 @@ def run_extract(args: ExtractArgs) -> dict[str, Any]:
             "decoder": args.options.decoder,
         }
         finalize(out, plan, summary_extra)
-        import json
-
         return json.loads((out / "summary.json").read_text())
     finally:
         lock.close()

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.atomic import write_text_atomic
+
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".ts")
 _VIDEO_EXT_SET = frozenset(VIDEO_EXTENSIONS)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -352,5 +354,5 @@ def open_subtitles(path: Path, index_dir: Path) -> tuple[SubtitleStore, int]:
     conn.commit()
     conn.close()
     os.replace(tmp, db)
-    meta.write_text(json.dumps({"source": str(path), "bad_records": bad}))
+    write_text_atomic(meta, json.dumps({"source": str(path), "bad_records": bad}))  # read only when whole
     return SubtitleStore(db), bad

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_text_atomic
 from pipeline.metadata import ClipRow, expand_metadata, iter_clips
 
 PLAN_FORMAT = 1
@@ -206,9 +207,7 @@ def load_or_create_plan(
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "shards").mkdir(exist_ok=True)
-    tmp = plan_path.with_name(f".plan.json.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(plan.to_json(), indent=2))
-    os.replace(tmp, plan_path)
+    write_text_atomic(plan_path, json.dumps(plan.to_json(), indent=2))
     return plan
 
 

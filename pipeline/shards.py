@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from pipeline.atomic import write_text_atomic
 from pipeline.decode import ClipResult
 from pipeline.plan import ExtractOptions, Plan, ShardSpec
 
@@ -365,6 +366,4 @@ def finalize(out: Path, plan: Plan, extra_summary: dict[str, Any]) -> None:
         "captioner": sorted(captioners)[0] if len(captioners) == 1 else (sorted(captioners) or None),
         **extra_summary,
     }
-    tmp_s = out / f".summary.json.tmp-{os.getpid()}"
-    tmp_s.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp_s, out / "summary.json")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
