@@ -109,11 +109,11 @@ def load_ofa(
     path = Path(checkpoint)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    gen = GenerationConfig(beam=beam, max_len=max_len, no_repeat_ngram=no_repeat_ngram)
     model = OFA.from_checkpoint(path, dtype=dt, device=dev)
     tokenizer = OFATokenizer.from_dir(
         bpe_dir, model.cfg.code_dict_size, model.cfg.num_bins, model.cfg.vocab_size
     )
-    gen = GenerationConfig(beam=beam, max_len=max_len, no_repeat_ngram=no_repeat_ngram)
     ident = f"ofa({path.name},sha256={_sha256(path)[:12]},{str(dt).removeprefix('torch.')},beam={beam})"
     return OFACaptioner(model, tokenizer, ident, batch_size, gen)
 

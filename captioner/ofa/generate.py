@@ -31,6 +31,11 @@ class GenerationConfig:
     lenpen: float = 1.0
     use_cache: bool = True
 
+    def __post_init__(self) -> None:
+        # At construction, so a bad setting fails before a large checkpoint is loaded.
+        if self.beam < 1 or self.max_len < 1 or self.min_len < 0 or self.no_repeat_ngram < 0:
+            raise ValueError(f"invalid generation settings {self}")
+
 
 @dataclasses.dataclass
 class Hypothesis:
@@ -74,8 +79,6 @@ def beam_search_encoded(
     model: OFA, enc: EncoderOut, cfg: GenerationConfig = GenerationConfig()
 ) -> list[list[Hypothesis]]:
     """Beam search from an encoder output (the decoder half of `beam_search`)."""
-    if cfg.beam < 1 or cfg.max_len < 1 or cfg.min_len < 0 or cfg.no_repeat_ngram < 0:
-        raise ValueError(f"invalid generation settings {cfg}")
     beam = cfg.beam
     dev = enc.x.device
     bsz = enc.x.shape[0]

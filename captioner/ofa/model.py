@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from captioner.ofa.config import OFAConfig
 from captioner.ofa.positions import (
-    TOKEN_TABLE_POSITIONS,
     decoder_image_position_idx,
     image_buckets,
     image_position_ids,
@@ -205,9 +204,6 @@ class EncoderOut:
     x: torch.Tensor
     padding_mask: torch.Tensor
     pos: torch.Tensor
-
-    def select(self, index: torch.Tensor) -> EncoderOut:
-        return EncoderOut(self.x.index_select(0, index), self.padding_mask.index_select(0, index), self.pos)
 
 
 class Encoder(nn.Module):
@@ -509,6 +505,5 @@ __all__ = [
     "UNK",
     "DecoderState",
     "EncoderOut",
-    "TOKEN_TABLE_POSITIONS",
     "count_parameters",
 ]
