@@ -33,7 +33,8 @@ def default_cache_dir() -> Path:
     return Path(base) / "clipvip" / "nmi"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Temp file + rename: readers see the old file or the whole new one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -65,7 +66,7 @@ def file_sha256(path: Path, cache_root: Path | None = None) -> str:
     if memo_path:
         memo[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
         memo_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(memo_path, json.dumps(memo, indent=1).encode())
+        write_bytes_atomic(memo_path, json.dumps(memo, indent=1).encode())
     return digest
 
 
@@ -134,4 +135,4 @@ class FeatureCache:
         tmp = self.npy.with_name(f".{self.npy.name}.{os.getpid()}.tmp.npy")
         np.save(tmp, self.feats, allow_pickle=False)
         os.replace(tmp, self.npy)
-        _atomic_write_bytes(self.index, json.dumps(self.texts, ensure_ascii=False).encode("utf-8"))
+        write_bytes_atomic(self.index, json.dumps(self.texts, ensure_ascii=False).encode("utf-8"))

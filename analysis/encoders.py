@@ -177,7 +177,11 @@ class ClipTextEncoder:
         self, model: CLIPViP, tokenizer: ClipTokenizer, weights_sha256: str, opts: EncodeOptions | None = None
     ) -> None:
         self.opts = opts or EncodeOptions()
-        self.model = model.eval().to(self.opts.device)
+        # Only the text tower goes to the device: the vision tower and video head stay where they are.
+        model.eval()
+        model.text_model.to(self.opts.device)
+        model.text_projection.to(self.opts.device)
+        self.model = model
         self.tokenizer = tokenizer
         # 77 for every real CLIP; a tiny test model may have fewer positions.
         self.context_length = min(CLIP_CONTEXT_LENGTH, clip_context_length(model))
@@ -185,9 +189,7 @@ class ClipTextEncoder:
 
     def _encode_batch(self, texts: list[str]) -> torch.Tensor:
         ids, mask = self.tokenizer(texts, max_length=self.context_length)
-        feats = self.model.encode_text(ids.to(self.opts.device), mask.to(self.opts.device))
-        # encode_text already normalises; normalising again is a no-op that guards the contract.
-        return torch.nn.functional.normalize(feats, dim=-1)
+        return self.model.encode_text(ids.to(self.opts.device), mask.to(self.opts.device))  # L2-normalised
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return _batched_encode(texts, self._encode_batch, self.opts, "clip")
@@ -236,20 +238,15 @@ def check_clip_files(weights: Path | None, tokenizer_dir: Path | None) -> tuple[
 
 
 def load_clip_encoder(
-    weights: Path | None,
-    tokenizer_dir: Path | None = None,
-    opts: EncodeOptions | None = None,
-    weight_sha256: str | None = None,
+    weights: Path, tokenizer_dir: Path, weight_sha256: str, opts: EncodeOptions | None = None
 ) -> ClipTextEncoder:
-    """CLIP text encoder from a Hugging Face CLIP directory or an OpenAI CLIP `.pt` file."""
+    """CLIP text encoder from files `check_clip_files` has vetted: a Hugging Face CLIP directory or an
+    OpenAI CLIP `.pt` file, the tokenizer directory, and the weight file's sha256 (the encoder id)."""
     from trainer.model import from_pretrained
     from trainer.tokenizer import load_clip_tokenizer
 
-    weights, weight_file, tok_dir = check_clip_files(weights, tokenizer_dir)
     model = from_pretrained(weights)
-    tokenizer = load_clip_tokenizer(tok_dir)
-    digest = weight_sha256 or sha256_file(weight_file)
-    return ClipTextEncoder(model, tokenizer, weights_sha256=digest, opts=opts)
+    return ClipTextEncoder(model, load_clip_tokenizer(tokenizer_dir), weights_sha256=weight_sha256, opts=opts)
 
 
 class LazyEncoder:
@@ -293,7 +290,5 @@ def load_encoder(
     if name == "clip":
         weights, weight_file, tok_dir = check_clip_files(clip_weights, clip_tokenizer)
         digest = file_sha256(weight_file, cache_root)
-        return LazyEncoder(
-            clip_id(digest), lambda: load_clip_encoder(weights, tok_dir, opts, weight_sha256=digest)
-        )
+        return LazyEncoder(clip_id(digest), lambda: load_clip_encoder(weights, tok_dir, digest, opts))
     raise EncoderError(f"unknown encoder {name!r} (one of {ENCODERS})")

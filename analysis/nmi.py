@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.cache import FeatureCache, default_cache_dir, file_sha256
+from analysis.cache import FeatureCache, default_cache_dir, file_sha256, write_bytes_atomic
 from analysis.clustering import KMeansConfig, kmeans_labels, nmi
 from analysis.encoders import DEFAULT_BATCH_SIZE, ENCODERS, EncodeOptions, TextEncoder, load_encoder
 from analysis.plots import Bar, DrawView, plot_nmi
@@ -333,9 +333,7 @@ def write_csv(path: Path, run: TableRun) -> None:
 
 def _write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _split_names(s: str | None) -> list[str]:

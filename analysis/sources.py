@@ -168,15 +168,20 @@ def _iter_lines(spec: SourceSpec) -> Iterator[str]:
         raise _not_utf8(spec, e, f"in the block read after line {lineno}") from None
 
 
+def _malformed(out: LoadedSource, problems: list[str], problem: str) -> None:
+    """Count one malformed record (its row is counted by the caller) and keep the first few reasons."""
+    out.malformed += 1
+    if len(problems) < MAX_REPORTED_PROBLEMS:
+        problems.append(problem)
+
+
 def _add(out: LoadedSource, text: object, where: str, problems: list[str]) -> None:
     """Count one record and keep its text if it is a non-empty string."""
     out.rows += 1
     if text is None:
         out.empty += 1
     elif not isinstance(text, str):
-        out.malformed += 1
-        if len(problems) < MAX_REPORTED_PROBLEMS:
-            problems.append(f"{where}: text is {type(text).__name__}, not a string")
+        _malformed(out, problems, f"{where}: text is {type(text).__name__}, not a string")
     elif not text.strip():
         out.empty += 1
     else:
@@ -200,8 +205,8 @@ def _parse_json(spec: SourceSpec, hint: str) -> Any:
         ) from None
 
 
-def _csv_rows(spec: SourceSpec, column: str) -> tuple[list[str], Iterator[list[str]], str]:
-    """Header, row iterator and delimiter of a headed CSV whose header must contain `column`.
+def _csv_rows(spec: SourceSpec, column: str) -> tuple[list[str], Iterator[list[str]]]:
+    """Header and row iterator of a headed CSV whose header must contain `column`.
 
     The delimiter is the registry's `delimiter` option or, when absent, the first candidate whose
     parsed header contains `column` (the published MSR-VTT copies use both `,` and `;`)."""
@@ -215,7 +220,7 @@ def _csv_rows(spec: SourceSpec, column: str) -> tuple[list[str], Iterator[list[s
         if column in header:
             rows = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
             next(rows)  # header
-            return header, rows, delim
+            return header, rows
     shown = next(csv.reader([first_line], delimiter=forced or ","), [])
     raise SourceFormatError(
         f"{spec.path}: format {spec.format} expects a CSV header with a {column!r} column "
@@ -225,7 +230,7 @@ def _csv_rows(spec: SourceSpec, column: str) -> tuple[list[str], Iterator[list[s
 
 def _load_headed_csv(spec: SourceSpec, out: LoadedSource, default_column: str) -> None:
     column = spec.options.get("column", default_column)
-    header, rows, _ = _csv_rows(spec, column)
+    header, rows = _csv_rows(spec, column)
     idx = header.index(column)
     problems: list[str] = []
     for lineno, row in enumerate(rows, start=2):
@@ -233,9 +238,7 @@ def _load_headed_csv(spec: SourceSpec, out: LoadedSource, default_column: str) -
             continue  # blank line (e.g. a trailing newline): not a record
         if len(row) <= idx:
             out.rows += 1
-            out.malformed += 1
-            if len(problems) < MAX_REPORTED_PROBLEMS:
-                problems.append(f"line {lineno}: {len(row)} field(s), no {column!r}")
+            _malformed(out, problems, f"line {lineno}: {len(row)} field(s), no {column!r}")
             continue
         _add(out, row[idx], f"line {lineno}", problems)
     _note_problems(out, problems)
@@ -331,9 +334,7 @@ def load_didemo_json(spec: SourceSpec, out: LoadedSource) -> None:
         video, value = (d.get("video"), d.get(text_key)) if isinstance(d, dict) else (None, None)
         if not isinstance(video, str):
             out.rows += 1
-            out.malformed += 1
-            if len(problems) < MAX_REPORTED_PROBLEMS:
-                problems.append(f"record {i}: no 'video'")
+            _malformed(out, problems, f"record {i}: no 'video'")
             continue
         parts = value if isinstance(value, list) else [value]
         kept = paragraphs.setdefault(video, [])
@@ -407,9 +408,7 @@ def load_cc_tsv(spec: SourceSpec, out: LoadedSource) -> None:
             continue  # blank line
         if len(r) != 2:
             out.rows += 1
-            out.malformed += 1
-            if len(problems) < MAX_REPORTED_PROBLEMS:
-                problems.append(f"line {lineno}: {len(r)} field(s)")
+            _malformed(out, problems, f"line {lineno}: {len(r)} field(s)")
             continue
         if lineno == 1 and {r[0].strip().lower(), r[1].strip().lower()} == {"caption", "url"}:
             out.notes.append("header line skipped")
@@ -424,7 +423,6 @@ def load_subtitles_jsonl(spec: SourceSpec, out: LoadedSource) -> None:
     counted; a file with no valid line at all is a format error."""
     key = spec.options.get("field", SUBTITLES_JSONL_FIELD)
     problems: list[str] = []
-    bad_json = 0
     seen = 0
     for lineno, line in enumerate(_iter_lines(spec), start=1):
         if not line.strip():
@@ -433,17 +431,12 @@ def load_subtitles_jsonl(spec: SourceSpec, out: LoadedSource) -> None:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            bad_json += 1
             out.rows += 1
-            out.malformed += 1
-            if len(problems) < MAX_REPORTED_PROBLEMS:
-                problems.append(f"line {lineno}: bad JSON ({e.msg})")
+            _malformed(out, problems, f"line {lineno}: bad JSON ({e.msg})")
             continue
         if not isinstance(rec, dict) or key not in rec:
             out.rows += 1
-            out.malformed += 1
-            if len(problems) < MAX_REPORTED_PROBLEMS:
-                problems.append(f"line {lineno}: no {key!r} field")
+            _malformed(out, problems, f"line {lineno}: no {key!r} field")
             continue
         value = rec[key]
         for t in value if isinstance(value, list) else [value]:
