@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import platform
 import statistics
 import time
@@ -25,7 +24,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from machine import cpu_name
+from machine import machine_line
 
 from trainer.attention import reference_attention, vip_attention, vip_mask
 from trainer.encoder import CLIPEncoderLayer
@@ -36,10 +35,10 @@ SHAPES = {"B/32": 49, "B/16": 196}
 
 
 def machine() -> str:
-    desc = f"{cpu_name()}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    if torch.cuda.is_available():
-        desc += f"; GPU: {torch.cuda.get_device_name(0)}"
-    return f"{desc}; {platform.platform()}"
+    gpu = [f"GPU: {torch.cuda.get_device_name(0)}"] if torch.cuda.is_available() else []
+    return machine_line(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)", *gpu, platform.platform()
+    )
 
 
 def timed(fn: Callable[[], None], device: torch.device, repeats: int, reduce: Callable = min) -> float:

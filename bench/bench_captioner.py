@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from machine import cpu_name
+from machine import cpu_name, load_average
 
 from captioner.ofa import OFA, GenerationConfig, OFAConfig, beam_search, large_config
 from captioner.ofa.checkpoint import build_model
@@ -93,12 +93,14 @@ def flops_per_image(cfg: OFAConfig, beam: int = 5, steps: int = 17) -> dict[str,
     d, f, v = cfg.embed_dim, cfg.ffn_dim, cfg.vocab_size
     s = cfg.image_grid**2 + PROMPT_LEN
     enc_layer = s * (2 * 4 * d * d + 2 * 2 * d * f) + 2 * 2 * s * s * d
-    encoder = resnet_flops(cfg) + s * 2 * 1024 * d + cfg.encoder_layers * enc_layer
+    resnet = resnet_flops(cfg)
+    encoder = resnet + s * 2 * 1024 * d + cfg.encoder_layers * enc_layer
     cross_kv = cfg.decoder_layers * s * 2 * 2 * d * d
     per_token = cfg.decoder_layers * (2 * 6 * d * d + 2 * 2 * d * f + 2 * 2 * s * d) + 2 * d * v
     self_attn = sum(cfg.decoder_layers * 2 * 2 * (t + 1) * d for t in range(steps))
     decoder = beam * (steps * per_token + self_attn)
     return {
+        "resnet": resnet,
         "encoder": encoder,
         "cross_kv": cross_kv,
         "decoder": decoder,
@@ -186,7 +188,7 @@ def bench_cpu(quick: bool) -> list[str]:
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"FLOPs per image (analytic): encoder {fl['encoder'] / 1e9:.0f} G (ResNet {resnet_flops(cfg) / 1e9:.0f} G), "
+        f"FLOPs per image (analytic): encoder {fl['encoder'] / 1e9:.0f} G (ResNet {fl['resnet'] / 1e9:.0f} G), "
         f"cross-attention K/V {fl['cross_kv'] / 1e9:.0f} G, beam search {fl['decoder'] / 1e9:.0f} G; "
         f"total {fl['total'] / 1e12:.2f} TFLOP.",
         "",
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     lines = [
         "## Captioner (OFA-large shape, random weights)",
         "",

@@ -17,14 +17,13 @@ import argparse
 import contextlib
 import io
 import os
-import platform
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from machine import cpu_name
+from machine import load_average, machine_line
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -41,10 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"Python {platform.python_version()}, load average {load:.1f} at start"
+    return machine_line(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
+        f"load average {load_average():.1f} at start",
     )
 
 

@@ -22,6 +22,11 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def load_average() -> float:
+    """The 1-minute load average (nan where the OS has none): how much else shared the CPU."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def machine_line(*extra: str) -> str:
     """`<CPU>, <n> cores, Python <version>` followed by `extra` parts, comma separated."""
     return ", ".join([f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}", *extra])
