@@ -68,7 +68,7 @@ def write_sources(out: Path, corpus: Path, captions: Path) -> Path:
                 "",
                 "[sources.hdvila_cap_truth]",
                 'format = "text_lines"',
-                f'path = "{os.path.relpath(out / "truth_captions.txt", out)}"',
+                'path = "truth_captions.txt"',  # written next to this file, below
                 "",
                 "[sources.msrvtt]",
                 'format = "msrvtt_json"',
@@ -78,8 +78,7 @@ def write_sources(out: Path, corpus: Path, captions: Path) -> Path:
         )
     )
     truth = json.loads((corpus / "truth.json").read_text())
-    clips = truth["clips"] if isinstance(truth, dict) and "clips" in truth else truth
-    (out / "truth_captions.txt").write_text("\n".join(c["caption"] for c in clips) + "\n")
+    (out / "truth_captions.txt").write_text("\n".join(c["caption"] for c in truth["clips"]) + "\n")
     return toml
 
 
