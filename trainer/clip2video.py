@@ -262,14 +262,17 @@ def clip2video_loss_terms(
     video_global: torch.Tensor,
     text_tab: torch.Tensor,
     video_tab: torch.Tensor,
-) -> dict[str, torch.Tensor]:
-    """``{"global": Lsym(s_g), "tab": Lsym(s_TAB)}``; inputs are features (normalised here), ``logit_scale``
-    is in log space and shared by both branches."""
+    center_weight: float = 0.5,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(``l Lsym(s_g) + (1-l) Lsym(s_TAB)``, ``{"global": Lsym(s_g), "tab": Lsym(s_TAB)}``) with l =
+    ``center_weight``; inputs are features (normalised here), ``logit_scale`` is in log space and shared by
+    both branches."""
     scale = logit_scale.exp()
-    return {
+    terms = {
         "global": symmetric_ce(scale * _l2n(text_global) @ _l2n(video_global).T),
         "tab": symmetric_ce(scale * _l2n(text_tab) @ _l2n(video_tab).T),
     }
+    return center_weight * terms["global"] + (1 - center_weight) * terms["tab"], terms
 
 
 def clip2video_loss(
@@ -284,5 +287,6 @@ def clip2video_loss(
     inference). Inputs are normalised features; ``logit_scale`` is in log space."""
     if text_tab is None or video_tab is None:
         return symmetric_ce(logit_scale.exp() * _l2n(text_global) @ _l2n(video_global).T)
-    terms = clip2video_loss_terms(logit_scale, text_global, video_global, text_tab, video_tab)
-    return center_weight * terms["global"] + (1 - center_weight) * terms["tab"]
+    return clip2video_loss_terms(logit_scale, text_global, video_global, text_tab, video_tab, center_weight)[
+        0
+    ]

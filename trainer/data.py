@@ -106,13 +106,8 @@ def find_shard_tars(specs: list[str]) -> list[Path]:
 
 
 def _complete_tars(out_dir: Path) -> list[Path]:
-    try:
-        from pipeline.shards import complete_shard_tars
-    except ImportError:
-        # CONTRACTS §3: NNNNN.stats.json is written last; its presence marks the shard complete.
-        return [
-            t for t in sorted((out_dir / "shards").glob("*.tar")) if t.with_suffix(".stats.json").is_file()
-        ]
+    from pipeline.shards import complete_shard_tars  # lazily: pulls in pyarrow, only for shard data
+
     return list(complete_shard_tars(out_dir))
 
 
@@ -509,11 +504,19 @@ def read_exclude(path: str) -> frozenset[str]:
 
 
 def build_shard_loader(
-    cfg: Any, tokenizer: Any, rank: int, world_size: int, *, image_size: int = 224, pin_memory: bool = False
+    cfg: Any,
+    tokenizer: Any,
+    rank: int,
+    world_size: int,
+    *,
+    image_size: int = 224,
+    pin_memory: bool = False,
+    tars: list[Path] | None = None,
 ) -> ShardLoader:
-    """Loader for ``cfg.data.kind == "shards"`` (a TrainConfig). ``image_size``: the model's input size."""
+    """Loader for ``cfg.data.kind == "shards"`` (a TrainConfig). ``image_size``: the model's input size;
+    ``tars``: the shard list when the caller has already resolved ``data.shards``."""
     d = cfg.data
-    tars = find_shard_tars(d.shards)
+    tars = tars if tars is not None else find_shard_tars(d.shards)
     streams = max(1, d.num_workers)
     opt = DecodeOptions(
         num_frames=d.num_frames,

@@ -246,22 +246,10 @@ def load_model_for_eval(cfg: Any, checkpoint: str | None, tokenizer: Any, device
     """``checkpoint`` (a run's ``model/``/``best/`` dir, HF CLIP dir, OpenAI CLIP .pt or CLIP-ViP checkpoint)
     or, when None, the config's initial model exactly as training builds it (``model.init`` weights, or the
     seeded tiny random model), i.e. the zero-shot baseline."""
-    from trainer import model as M
     from trainer.train import build_model
 
-    m = cfg.model
-    if checkpoint:
-        model = M.from_pretrained(
-            checkpoint,
-            num_proxies=m.num_proxies,
-            num_frames=m.num_frames,
-            video_head=m.video_head,
-            clip2video=m.clip2video,
-        )
-    else:
-        torch.manual_seed(cfg.seed)  # the training run seeds the same way before building its model
-        model = build_model(cfg, tokenizer)
-    return model.to(device)
+    torch.manual_seed(cfg.seed)  # the training run seeds the same way before building its model
+    return build_model(cfg, tokenizer, init=checkpoint).to(device)
 
 
 def _find_tokenizer(explicit: str | None, cfg: Any, checkpoint: str | None) -> Path | None:

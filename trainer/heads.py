@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.attention import full_attention
+from trainer.clip2video import CLIP2VideoHead
 from trainer.encoder import CLIPEncoder, init_clip_weights
 from trainer.model_config import ClipViPConfig, SeqTransfConfig
 from trainer.text import CLIPTextModel
@@ -68,12 +69,5 @@ def build_video_head(cfg: ClipViPConfig) -> nn.Module | None:
     if cfg.video_head == "seqtransf":
         return SeqTransfHead(cfg.projection_dim, cfg.seqtransf)
     if cfg.video_head == "clip2video":
-        try:
-            from trainer.clip2video import CLIP2VideoHead  # owned by the evaluation helper
-        except ImportError as e:
-            raise ImportError(
-                "video_head='clip2video' needs trainer.clip2video.CLIP2VideoHead, which is not available: "
-                + str(e)
-            ) from e
         return CLIP2VideoHead(cfg.projection_dim, cfg.num_frames, **cfg.clip2video)
     return None

@@ -32,7 +32,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-LOGIT_SCALE_INIT = 4.60  # VidCLIP overwrites CLIP's logit_scale with 4.60 (~ln 100)
+from trainer.model_config import VIDCLIP_LOGIT_SCALE
+
+LOGIT_SCALE_INIT = VIDCLIP_LOGIT_SCALE  # VidCLIP overwrites CLIP's logit_scale with 4.60 (~ln 100)
 LOGIT_SCALE_MAX = math.log(200.0)  # clamp_(0, ln 200): scale <= 200
 
 LOSS_NAMES = ("vs", "vs_fc", "vs_vc", "vs_vc_fc", "vsc", "vsc_fc")

@@ -5,7 +5,7 @@ The field names are ours; `trainer.weights` maps them to and from Hugging Face `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 VIDEO_HEADS = ("vip", "full", "meanpool", "seqtransf", "clip2video")
@@ -101,7 +101,7 @@ class ClipViPConfig:
         return 0 if self.per_frame else self.num_proxies
 
     def to_dict(self) -> dict[str, Any]:
-        return _asdict(self)
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClipViPConfig:
@@ -114,14 +114,6 @@ class ClipViPConfig:
         if unknown:
             raise ValueError(f"unknown ClipViPConfig keys: {sorted(unknown)}")
         return cls(vision=vision, text=text, seqtransf=seqtransf, **d)
-
-
-def _asdict(obj: Any) -> Any:
-    if hasattr(obj, "__dataclass_fields__"):
-        return {f.name: _asdict(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, dict):
-        return {k: _asdict(v) for k, v in obj.items()}
-    return obj
 
 
 def tiny_config(**overrides: Any) -> ClipViPConfig:

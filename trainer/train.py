@@ -119,13 +119,15 @@ def build_tokenizer(cfg: TrainConfig, info: tdist.DistInfo, tars: list[Path] | N
     return load_clip_tokenizer(tok_dir), tok_dir
 
 
-def build_model(cfg: TrainConfig, tokenizer: Any) -> CLIPViP:
+def build_model(cfg: TrainConfig, tokenizer: Any, init: str | None = None) -> CLIPViP:
+    """The model as configured; ``init`` (e.g. a checkpoint to evaluate) replaces ``model.init``."""
     from trainer.model import from_pretrained, tiny_config
 
     m = cfg.model
-    if m.init:
+    init = init or m.init
+    if init:
         model = from_pretrained(
-            m.init,
+            init,
             num_proxies=m.num_proxies,
             num_frames=m.num_frames,
             video_head=m.video_head,
@@ -297,6 +299,7 @@ class Trainer:
                 self.info.world_size,
                 image_size=image_size,
                 pin_memory=self.info.device.type == "cuda",
+                tars=self.tars,  # the list the epoch length is counted on
             )
             size = cfg.schedule.dataset_size
             if not size and not cfg.schedule.total_steps:
@@ -448,9 +451,8 @@ class Trainer:
         )
         if tab is not None:  # CLIP2Video: lambda Lsym(s_g) + (1 - lambda) Lsym(s_TAB)
             zv, zs = tdist.gather_features(tab[0].float()), tdist.gather_features(tab[1].float())
-            terms = clip2video_loss_terms(self.model.logit_scale.float(), s, v, zs, zv)
             lam = self.model.tab_head().center_weight
-            loss = lam * terms["global"] + (1 - lam) * terms["tab"]
+            loss, terms = clip2video_loss_terms(self.model.logit_scale.float(), s, v, zs, zv, lam)
         else:
             loss, terms = contrastive_loss(
                 cfg.loss, v, s, c, f, logit_scale=self.model.logit_scale.float(), c_valid=c_valid
