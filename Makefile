@@ -41,7 +41,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy pipeline captioner trainer analysis jobs bench
+	$(VENV)/bin/mypy pipeline captioner trainer analysis synthetic jobs bench
 
 pytest: install
 	$(PY) -m pytest -q --timeout 1200 --durations 15

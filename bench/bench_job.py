@@ -28,7 +28,7 @@ from pathlib import Path
 
 from machine import machine_line
 
-from pipeline.corpus import generate
+from synthetic.corpus import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,10 +31,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import torch
 
-from analysis import synthetic
 from analysis.clustering import KMeansConfig, kmeans_labels
 from analysis.encoders import ClipTextEncoder, EncodeOptions, MiniLMEncoder, minilm_model_dir
 from analysis.nmi import main as nmi_main
+from synthetic import texts as synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 

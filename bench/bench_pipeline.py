@@ -30,7 +30,7 @@ from machine import machine_line
 
 from pipeline.decode import FrameSpec, decode_video_clips
 from pipeline.metadata import ClipRow
-from pipeline.stamp import draw_stamp, read_stamp
+from synthetic.stamp import draw_stamp, read_stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 W, H, FPS = 1280, 720, 30

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         Step(
             "corpus",
             cmd(
-                "{py} -m pipeline.corpus --out {corpus} --videos {n} --clips-per-video {k} --seed {seed}"
+                "{py} -m synthetic.corpus --out {corpus} --videos {n} --clips-per-video {k} --seed {seed}"
                 " --downstream 32 16 16 --overwrite",
                 corpus=corpus, n=args.videos, k=args.clips_per_video,
             ),

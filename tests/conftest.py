@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pipeline.corpus import CorpusManifest, generate  # noqa: E402
+from synthetic.corpus import CorpusManifest, generate  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.corpus import CorpusManifest, generate, load_manifest, main
-from pipeline.corpus_content import COLOURS, MOTIONS, SHAPES
-from pipeline.stamp import MAX_INDEX, band_top, draw_stamp, read_stamp
+from synthetic.content import COLOURS, MOTIONS, SHAPES
+from synthetic.corpus import CorpusManifest, generate, load_manifest, main
+from synthetic.stamp import MAX_INDEX, band_top, draw_stamp, read_stamp
 
 SPAN_RE = re.compile(r"^(\d{2}):(\d{2}):(\d{2})\.(\d{3})$")
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")

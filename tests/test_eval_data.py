@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.stamp import draw_stamp, read_stamp
+from synthetic.stamp import draw_stamp, read_stamp
 from trainer.retrieval_data import (
     RetrievalDataConfig,
     RetrievalSet,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.corpus import generate
+from synthetic.corpus import generate
 from trainer.evaluate import EvalConfig, evaluate_model, format_table
 from trainer.evaluate import main as evaluate_main
 from trainer.model import CLIPViP, tiny_config

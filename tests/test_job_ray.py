@@ -1,6 +1,6 @@
 """The Ray caption job end to end: a real loopback cluster, `ray job submit`, a stopped and resubmitted job,
 and the embedded mode. Outputs are checked against CONTRACTS §3 and the synthetic corpus truth (every
-stored frame carries its frame index, read back with pipeline.stamp.read_stamp).
+stored frame carries its frame index, read back with synthetic.stamp.read_stamp).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from jobs import ray_cluster
-from pipeline.stamp import read_stamp
+from synthetic.stamp import read_stamp
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = "jobs/caption_hdvila.py"

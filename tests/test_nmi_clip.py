@@ -17,8 +17,8 @@ import torch
 from tiny_hf_clip import random_hf_clip
 from transformers import CLIPModel, CLIPTokenizer
 
-from analysis import synthetic
 from analysis.encoders import CLIP_CONTEXT_LENGTH, EncoderError, load_encoder
+from synthetic import texts as synthetic
 from trainer.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
 from trainer.weights import hf_to_openai
 

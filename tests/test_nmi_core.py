@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from analysis import synthetic
 from analysis.cache import FeatureCache, file_sha256
 from analysis.clustering import KMeansConfig, kmeans_labels, nmi
 from analysis.nmi import NmiConfig, TooFewTexts, main, measure_pair, plan_draws, prepare_source
 from analysis.sources import SourceSpec
+from synthetic import texts as synthetic
 
 
 class HashEncoder:

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.corpus import CorpusManifest
 from pipeline.extract import ExtractArgs, run_extract
 from pipeline.plan import ExtractOptions
-from pipeline.stamp import draw_stamp, read_stamp
+from synthetic.corpus import CorpusManifest
+from synthetic.stamp import draw_stamp, read_stamp
 
 
 def extract(out: Path, metadata: Path | str, videos: Path, **options: Any) -> dict[str, Any]:
@@ -296,9 +296,9 @@ def test_overlapping_unordered_and_far_apart_spans(
     if decoder == "pyav-seek":
         monkeypatch.setattr(pipeline.decode, "SEEK_GAP_S", Fraction(-100))
         decoder = "pyav"
-    from pipeline.corpus import sampled_positions
     from pipeline.decode import FrameSpec, decode_video_clips
     from pipeline.metadata import ClipRow
+    from synthetic.corpus import sampled_positions
 
     vid = synthetic_corpus.video_ids[0]
     info = {v["video_id"]: v for v in synthetic_corpus.load_truth()["videos"]}[vid]

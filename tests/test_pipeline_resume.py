@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.__main__ import main
-from pipeline.corpus import CorpusManifest
+from synthetic.corpus import CorpusManifest
 
 
 def cli(corpus: CorpusManifest, videos: Path, out: Path, *extra: str) -> list[str]:

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.corpus_content import SceneRenderer, all_attributes, caption, random_scene, subtitle
+from synthetic.content import SceneRenderer, all_attributes, caption, random_scene, subtitle
 from trainer.config import load_config
 from trainer.data import build_shard_loader, find_shard_tars, index_tar
 from trainer.retrieval_data import CLIP_MEAN, CLIP_STD

@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_train_data import scene_samples, write_shard
 
-from pipeline.corpus import generate
+from synthetic.corpus import generate
 from trainer.config import load_config
 from trainer.data import DecodeOptions, decode_sample, find_shard_tars, index_tar
 from trainer.logs import read_log

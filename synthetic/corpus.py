@@ -1,6 +1,6 @@
 """Synthetic HD-VILA-format corpus: real files in real formats, fake (but learnable) content.
 
-``python -m pipeline.corpus --out DIR --videos N --clips-per-video K --seed S`` writes:
+``python -m synthetic.corpus --out DIR --videos N --clips-per-video K --seed S`` writes:
 
     DIR/meta/part0.jsonl          HD-VILA metadata lines (11-char ids, spans "HH:MM:SS.mmm")
     DIR/videos/<video_id>.mp4     `full` layout: H.264, GOP `gop`, B-frames, yuv420p
@@ -9,7 +9,7 @@
     DIR/downstream/               MSR-VTT files (csv/json) and downstream/videos/<video_id>.mp4
     DIR/truth.json                written last: what every frame, clip and video holds
 
-Every frame carries its index within its file (`pipeline.stamp`), and truth.json gives, per clip, the
+Every frame carries its index within its file (`synthetic.stamp`), and truth.json gives, per clip, the
 frames the selection rules of CONTRACTS §2 must pick, computed here from the exact frame times. Span
 boundaries lie half a frame away from any frame time and every middle point is at least 1 ms closer
 to one frame than to any other, so float rounding in a reader cannot change the right answer.
@@ -37,7 +37,7 @@ import av
 import numpy as np
 
 from pipeline.atomic import write_text_atomic
-from pipeline.corpus_content import (
+from synthetic.content import (
     Scene,
     SceneRenderer,
     background,
@@ -47,7 +47,7 @@ from pipeline.corpus_content import (
     random_scene,
     subtitle,
 )
-from pipeline.stamp import band_top, draw_stamp
+from synthetic.stamp import band_top, draw_stamp
 
 log = logging.getLogger(__name__)
 
@@ -701,7 +701,7 @@ def load_manifest(root: Path) -> CorpusManifest:
 
 def main(argv: Sequence[str] | None = None) -> int:
     d = CorpusConfig()
-    p = argparse.ArgumentParser(prog="python -m pipeline.corpus", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m synthetic.corpus", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--videos", type=int, default=d.videos)
     p.add_argument("--clips-per-video", type=int, default=d.clips_per_video)
