@@ -16,7 +16,8 @@ from captioner.__main__ import main as cli_main
 from captioner.noop import NoopCaptioner
 from captioner.ofa.captioner import OFACaptioner
 from captioner.ofa.model import OFA
-from captioner.ofa.preprocess import normalize, preprocess, resize_uint8
+from captioner.images import squash
+from captioner.ofa.preprocess import normalize, preprocess
 from captioner.ofa.tokenizer import OFATokenizer
 
 SIZES = [(240, 320), (96, 96), (37, 500), (720, 1280), (1, 1), (481, 479)]
@@ -123,7 +124,7 @@ def test_bad_input_is_a_clear_error_naming_the_item(
 
 def test_preprocessing_is_pil_bicubic_and_half_normalisation() -> None:
     im = _images()[0]
-    resized = resize_uint8(im, 480)
+    resized = squash(im, 480)
     assert resized.shape == (480, 480, 3) and resized.dtype == np.uint8
     assert np.array_equal(
         resized, np.asarray(Image.fromarray(im).resize((480, 480), Image.Resampling.BICUBIC))
