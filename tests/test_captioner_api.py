@@ -13,10 +13,10 @@ from PIL import Image
 
 import captioner
 from captioner.__main__ import main as cli_main
+from captioner.images import squash
 from captioner.noop import NoopCaptioner
 from captioner.ofa.captioner import OFACaptioner
 from captioner.ofa.model import OFA
-from captioner.images import squash
 from captioner.ofa.preprocess import normalize, preprocess
 from captioner.ofa.tokenizer import OFATokenizer
 
@@ -215,13 +215,19 @@ def test_cli_refuses_unusable_captioner_options(tmp_path: Path, capsys: pytest.C
     empty.mkdir()
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    assert "checkpoint not found" in _refused(capsys, "--checkpoint", str(tmp_path / "no.pt"), "--bpe-dir", str(empty))
+    assert "checkpoint not found" in _refused(
+        capsys, "--checkpoint", str(tmp_path / "no.pt"), "--bpe-dir", str(empty)
+    )
     assert "junk.pt: refused" in _refused(capsys, "--checkpoint", str(junk), "--bpe-dir", str(empty))
-    assert "does not exist" in _refused(capsys, "--checkpoint", str(junk), "--bpe-dir", str(tmp_path / "nope"))
+    assert "does not exist" in _refused(
+        capsys, "--checkpoint", str(junk), "--bpe-dir", str(tmp_path / "nope")
+    )
     assert "does not exist" in _refused(capsys, "--captioner", "blip", "--model-dir", str(tmp_path / "nope"))
     assert "config.json" in _refused(capsys, "--captioner", "florence2", "--model-dir", str(empty))
     assert "needs a model directory" in _refused(capsys, "--captioner", "blip")
-    assert "does not take model_dir" in _refused(capsys, "--captioner", "ofa-tiny-random", "--model-dir", str(empty))
+    assert "does not take model_dir" in _refused(
+        capsys, "--captioner", "ofa-tiny-random", "--model-dir", str(empty)
+    )
     assert "--batch-size must be >= 1" in _refused(capsys, "--captioner", "noop", "--batch-size", "0")
     assert "unknown captioner 'nope'" in _refused(capsys, "--captioner", "nope")
 
@@ -237,7 +243,15 @@ def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == captioner.available()
-    shipped = {"ofa", "ofa-tiny-random", "blip", "blip-tiny-random", "florence2", "florence2-tiny-random", "noop"}
+    shipped = {
+        "ofa",
+        "ofa-tiny-random",
+        "blip",
+        "blip-tiny-random",
+        "florence2",
+        "florence2-tiny-random",
+        "noop",
+    }
     needs = {line.split()[0]: line.split(None, 1)[1:] for line in lines}
     assert all(needs[name] for name in shipped)  # every shipped name says what it needs
     assert any(line.startswith("blip-tiny-random") and "UNTRAINED" in line for line in lines)

@@ -4,12 +4,12 @@ on one image at a time, token for token (greedy and beam), on a seeded tiny rand
 from __future__ import annotations
 
 import pytest
-from PIL import Image
 from hf_caption_parity import (
     assert_batch_matches_single,
     assert_model_dir_roundtrip,
     assert_squash_is_lossless,
 )
+from PIL import Image
 from transformers import BlipProcessor
 
 from captioner.hf.families import BLIP_PROMPT

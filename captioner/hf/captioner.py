@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoTokenizer
+from transformers import AutoImageProcessor, AutoTokenizer, PreTrainedModel
 
 from captioner.devices import dtype_name, resolve_device, resolve_dtype
 from captioner.images import check_images
@@ -50,7 +50,7 @@ class Family:
 
     name: str  # registry name
     model_type: str  # config.json's model_type a model directory must have
-    model_class: Callable[..., Any]  # a transformers *ForConditionalGeneration class
+    model_class: type[PreTrainedModel]  # a transformers *ForConditionalGeneration class
     generation: Generation
     # (tokenizer, image processor) -> (prompt ids fed to generate, how many leading output ids echo the prompt)
     prompt_ids: Callable[[Any, Any], tuple[list[int], int]]
@@ -214,7 +214,8 @@ def load(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     gen = overrides(family.generation, beam, max_len)
-    model = family.model_class.from_pretrained(path, dtype=dt, local_files_only=True).to(dev)
+    model: Any = family.model_class.from_pretrained(path, dtype=dt, local_files_only=True)
+    model.to(dev)
     return HFCaptioner(
         family, model, image_processor, tokenizer, ident(family.name, path.name, dt, gen), batch_size, gen
     )

@@ -12,9 +12,9 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from captioner.devices import resolve_device, resolve_dtype
 from captioner.hf.captioner import Family, Generation, HFCaptioner, ident, overrides
 from captioner.hf.families import BLIP, BLIP_PROMPT, FLORENCE2, FLORENCE2_PROMPT
-from captioner.devices import resolve_device, resolve_dtype
 from captioner.ofa.tokenizer import TINY_WORDS
 
 INIT_STD = 0.2  # 10x the families' default: an untrained model whose output depends on the image
@@ -50,7 +50,7 @@ def tiny_bart_tokenizer() -> BartTokenizer:
     vocab += ["<mask>", "<image>"]
     return BartTokenizer(
         vocab={t: i for i, t in enumerate(vocab)},
-        merges=merges,
+        merges=merges,  # type: ignore[arg-type]  # the tokenizers backend takes pairs; the hint says str
         extra_special_tokens={"image_token": "<image>"},
     )
 

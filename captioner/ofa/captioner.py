@@ -19,6 +19,7 @@ from captioner.ofa.preprocess import preprocess
 from captioner.ofa.tiny import tiny_random_model
 from captioner.ofa.tokenizer import CAPTION_PROMPT, OFATokenizer, Tokenizer, caption_text, source_ids
 
+
 class OFACaptioner:
     """Captions images with an OFA model; `caption()` splits its input into batches of `batch_size`."""
 
@@ -94,7 +95,9 @@ def load_ofa(
     return OFACaptioner(model, tokenizer, ident, batch_size, gen)
 
 
-def preflight_ofa(checkpoint: str | Path | None = None, bpe_dir: str | Path | None = None, **_: object) -> int:
+def preflight_ofa(
+    checkpoint: str | Path | None = None, bpe_dir: str | Path | None = None, **_: object
+) -> int:
     """Refuse unusable files before any work, with one line: a missing, unreadable, unsafe or non-OFA
     checkpoint, or a BPE directory without OFA's files. Reads the checkpoint (memory-mapped for .pt; a .pt.xz
     is decompressed) but builds no model. Returns the model's input size (patch_image_size)."""
@@ -125,5 +128,9 @@ def load_tiny_random(
     model, tokenizer = tiny_random_model(seed)
     gen = GenerationConfig(beam=beam, max_len=max_len)
     defaults = (beam, max_len) == (5, 16)  # the id of the default settings stays as it always was
-    ident = f"ofa-tiny-random(untrained,seed={seed}" + ("" if defaults else f",beam={beam},max_len={max_len}") + ")"
+    ident = (
+        f"ofa-tiny-random(untrained,seed={seed}"
+        + ("" if defaults else f",beam={beam},max_len={max_len}")
+        + ")"
+    )
     return OFACaptioner(model.to(dev, dt), tokenizer, ident, batch_size, gen)

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+
 from captioner.images import check_image, squash
 
 RESIZE_THREADS = min(8, os.cpu_count() or 1)
