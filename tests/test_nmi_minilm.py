@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from analysis import encoders, synthetic
+from analysis import encoders
+from synthetic import texts as synthetic
 from analysis.encoders import MINILM_SHA256, EncoderError, LazyEncoder, MiniLMEncoder, load_encoder
 from analysis.nmi import main
 
