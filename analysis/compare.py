@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.cache import FeatureCache, file_sha256, write_bytes_atomic
+from analysis.cache import FeatureCache, file_sha256
 from analysis.encoders import TextEncoder, load_encoder
 from analysis.gallery import GalleryClip, write_gallery
 from analysis.gap import untrained_ids
@@ -51,6 +51,7 @@ from analysis.report import UNTRAINED_NOTE, TableRun, detail_line, plot_table, s
 from analysis.runs import CaptionRun, RunError, middle_frames, open_run, parse_run_arg
 from analysis.sources import SourceFormatError, SourceSpec, load_registry
 from analysis.textstats import caption_scores, text_stats
+from pipeline.atomic import write_bytes_atomic
 
 AGREEMENT_CLIPS = 1000  # clips sampled for the pairwise agreement
 GALLERY_CLIPS = 24

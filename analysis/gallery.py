@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.cache import write_bytes_atomic
+from pipeline.atomic import write_bytes_atomic
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.2em; color: #222; }

@@ -29,14 +29,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analysis.cache import FeatureCache, default_cache_dir, file_sha256, write_bytes_atomic
+from analysis.cache import FeatureCache, default_cache_dir, file_sha256
 from analysis.clustering import KMeansConfig, kmeans_labels, nmi
 from analysis.encoders import DEFAULT_BATCH_SIZE, ENCODERS, EncodeOptions, TextEncoder, load_encoder
 from analysis.gap import (
@@ -52,6 +52,7 @@ from analysis.gap import (
 from analysis.plots import DrawView
 from analysis.report import (
     UNTRAINED_NOTE,
+    PairResult,
     TableRun,
     detail_line,
     format_table,
@@ -61,6 +62,7 @@ from analysis.report import (
     write_csv,
 )
 from analysis.sources import LoadedSource, SourceFormatError, SourceSpec, load_registry, load_source
+from pipeline.atomic import write_bytes_atomic
 
 log = logging.getLogger("analysis.nmi")
 
@@ -101,40 +103,6 @@ class PreparedSource:
     @property
     def texts(self) -> list[str]:
         return self.loaded.texts
-
-
-@dataclass
-class PairResult:
-    src: str
-    tgt: str
-    encoder: str
-    samples: int  # texts per side actually drawn (n per side)
-    repeats: int
-    seed: int
-    nmi_mean: float
-    nmi_std: float
-    nmi_runs: list[float]
-    encoder_id: str = ""
-    samples_requested: int = 0
-    kmeans: str = ""
-    src_texts: int = 0  # usable texts in each source file
-    tgt_texts: int = 0
-    ci_level: float = CI_LEVEL
-    nmi_ci: list[float] | None = None  # percentile bootstrap of the mean over draws; None for one draw
-    k_sweep: list[dict] = field(default_factory=list)  # [{k, nmi_mean, nmi_std, nmi_ci, nmi_runs}]
-    mmd2_mean: float = 0.0  # unbiased MMD^2, Gaussian kernel (analysis/gap.py)
-    mmd2_std: float = 0.0
-    mmd2_ci: list[float] | None = None
-    mmd2_runs: list[float] = field(default_factory=list)
-    mmd_bandwidth: float = 0.0  # mean over draws of the median distance among the downstream texts
-    mmd_p: float | None = None  # permutation p-value of draw 0 (None: test not run)
-    warning: str = ""  # e.g. fewer texts per side than requested
-    draw0: DrawView | None = None
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d.pop("draw0")
-        return d
 
 
 @dataclass(frozen=True)

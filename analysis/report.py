@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from analysis.gap import untrained_ids
-from analysis.plots import Bar, plot_nmi
-
-if TYPE_CHECKING:  # nmi.py imports this module; the type is only named here
-    from analysis.nmi import PairResult
+from analysis.gap import CI_LEVEL, untrained_ids
+from analysis.plots import Bar, DrawView, plot_nmi
 
 LABELS = {
     "hdvila_sub": "HD-VILA_sub",
@@ -27,6 +23,40 @@ LABELS = {
     "didemo": "DiDeMo",
 }
 UNTRAINED_NOTE = "numbers show the tool works, not the real gap"
+
+
+@dataclass
+class PairResult:
+    src: str
+    tgt: str
+    encoder: str
+    samples: int  # texts per side actually drawn (n per side)
+    repeats: int
+    seed: int
+    nmi_mean: float
+    nmi_std: float
+    nmi_runs: list[float]
+    encoder_id: str = ""
+    samples_requested: int = 0
+    kmeans: str = ""
+    src_texts: int = 0  # usable texts in each source file
+    tgt_texts: int = 0
+    ci_level: float = CI_LEVEL
+    nmi_ci: list[float] | None = None  # percentile bootstrap of the mean over draws; None for one draw
+    k_sweep: list[dict] = field(default_factory=list)  # [{k, nmi_mean, nmi_std, nmi_ci, nmi_runs}]
+    mmd2_mean: float = 0.0  # unbiased MMD^2, Gaussian kernel (analysis/gap.py)
+    mmd2_std: float = 0.0
+    mmd2_ci: list[float] | None = None
+    mmd2_runs: list[float] = field(default_factory=list)
+    mmd_bandwidth: float = 0.0  # mean over draws of the median distance among the downstream texts
+    mmd_p: float | None = None  # permutation p-value of draw 0 (None: test not run)
+    warning: str = ""  # e.g. fewer texts per side than requested
+    draw0: DrawView | None = None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("draw0")
+        return d
 
 
 @dataclass
