@@ -36,7 +36,7 @@ import numpy as np
 
 from analysis.cache import FeatureCache, file_sha256
 from analysis.encoders import TextEncoder, load_encoder
-from analysis.gallery import GalleryClip, write_gallery
+from analysis.gallery import GalleryClip, GalleryPage, write_gallery
 from analysis.gap import untrained_ids
 from analysis.nmi import (
     DEFAULT_SOURCES_FILE,
@@ -392,9 +392,9 @@ def main(
     clips = gallery_clips(runs, args.gallery_clips, cfg.seed, refs)
     labels = [r.label for r in runs]
     numbers = numbers_table(rows, tgts)
-    gallery = write_gallery(
-        out / "gallery.html", title, banner, numbers, report, figures, clips, labels, view.names
-    )
+    figs = [(caption, path.read_bytes()) for caption, path in figures]
+    page = GalleryPage(title, banner, numbers, report, figs, clips, labels, view.names)
+    gallery = write_gallery(out / "gallery.html", page)
     print(f"wrote {out / 'compare.json'}, " + ", ".join(str(f) for _, f in figures) + f", {gallery}")
     return 1 if table.errors else 0
 

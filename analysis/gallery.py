@@ -72,19 +72,21 @@ def _numbers(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return out + ["</table>"]
 
 
-def render(
-    title: str,
-    banner: str,
-    numbers: tuple[Sequence[str], Sequence[Sequence[str]]],
-    report: Sequence[str],
-    figures: Sequence[tuple[str, bytes]],
-    clips: Sequence[GalleryClip],
-    labels: Sequence[str],
-    names: dict[str, str] | None = None,
-) -> str:
-    """The page as a string. `figures` are (caption, PNG bytes); `labels` order the caption columns,
-    `names` gives their headers (default: the labels)."""
-    names = names or {}
+@dataclass
+class GalleryPage:
+    title: str
+    banner: str  # the untrained-model warning ("" when none applies)
+    numbers: tuple[Sequence[str], Sequence[Sequence[str]]]  # header, one row per captioner
+    report: Sequence[str]  # the printed report, folded under the table
+    figures: Sequence[tuple[str, bytes]]  # (caption, PNG bytes)
+    clips: Sequence[GalleryClip]
+    labels: Sequence[str]  # the caption columns, in order
+    names: dict[str, str] = field(default_factory=dict)  # their headers (default: the labels)
+
+
+def render(page: GalleryPage) -> str:
+    """The page as one HTML string."""
+    title, banner, clips, labels, names = page.title, page.banner, page.clips, page.labels, page.names
     show_refs = any(c.refs for c in clips)
     parts = [
         "<!DOCTYPE html>",
@@ -94,11 +96,10 @@ def render(
     ]
     if banner:
         parts.append(f'<p class="banner">{html.escape(banner)}</p>')
-    parts += _numbers(*numbers)
-    parts.append(
-        f"<details><summary>full report</summary><pre>{html.escape(chr(10).join(report))}</pre></details>"
-    )
-    for caption, png in figures:
+    parts += _numbers(*page.numbers)
+    report = html.escape("\n".join(page.report))
+    parts.append(f"<details><summary>full report</summary><pre>{report}</pre></details>")
+    for caption, png in page.figures:
         parts.append(
             f'<figure><img src="{data_uri(png, "image/png")}" alt="{html.escape(caption, quote=True)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
@@ -125,19 +126,6 @@ def render(
     return "\n".join(parts)
 
 
-def write_gallery(
-    path: Path,
-    title: str,
-    banner: str,
-    numbers: tuple[Sequence[str], Sequence[Sequence[str]]],
-    report: Sequence[str],
-    figures: Sequence[tuple[str, Path]],
-    clips: Sequence[GalleryClip],
-    labels: Sequence[str],
-    names: dict[str, str] | None = None,
-) -> Path:
-    """Write the page; `figures` are (caption, PNG path), inlined."""
-    figs = [(caption, Path(f).read_bytes()) for caption, f in figures]
-    page = render(title, banner, numbers, report, figs, clips, labels, names)
-    write_bytes_atomic(Path(path), page.encode("utf-8"))
+def write_gallery(path: Path, page: GalleryPage) -> Path:
+    write_bytes_atomic(Path(path), render(page).encode("utf-8"))
     return Path(path)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.compare import main, read_refs
-from analysis.gallery import GalleryClip, render
+from analysis.gallery import GalleryClip, GalleryPage, render
 from analysis.runs import RunError, open_run, parse_run_arg
 from analysis.textstats import caption_scores, distinct_n, text_stats, tokenize
 from pipeline.shards import CAPTIONS_SCHEMA
@@ -150,14 +150,16 @@ def test_gallery_page_structure_and_escaping():
         GalleryClip("c.3.mp4", JPEG, "", {"ofa": "x"}),
     ]
     page = render(
-        "t & <title>",
-        "UNTRAINED model(s): ofa-tiny-random",
-        (["captioner", "NMI"], [["ofa <1>", "0.5 & more"]]),
-        ["report <line>"],
-        [("fig & caption", b"\x89PNG fake")],
-        clips,
-        ["ofa", "blip"],
-        {"ofa": "ofa (untrained)"},
+        GalleryPage(
+            "t & <title>",
+            "UNTRAINED model(s): ofa-tiny-random",
+            (["captioner", "NMI"], [["ofa <1>", "0.5 & more"]]),
+            ["report <line>"],
+            [("fig & caption", b"\x89PNG fake")],
+            clips,
+            ["ofa", "blip"],
+            {"ofa": "ofa (untrained)"},
+        )
     )
     p = _Page()
     p.feed(page)
