@@ -68,6 +68,7 @@ def caption_runs(synthetic_corpus, tmp_path_factory):
     return root, refs, toml
 
 
+@pytest.mark.ray
 def test_compare_two_real_caption_outputs(caption_runs, capsys):
     root, refs, toml = caption_runs
     out = root / "report"
