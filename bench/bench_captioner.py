@@ -38,9 +38,8 @@ from captioner.hf.captioner import Family, HFCaptioner
 from captioner.hf.families import BLIP, FLORENCE2
 from captioner.hf.tiny import tiny_bart_tokenizer, tiny_bert_tokenizer
 from captioner.ofa import OFA, GenerationConfig, OFAConfig, beam_search, large_config
-from captioner.ofa.checkpoint import build_model
 from captioner.ofa.generate import beam_search_encoded
-from captioner.ofa.model import EncoderOut
+from captioner.ofa.interface import EncoderOut
 from captioner.ofa.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +75,7 @@ def random_init_(model: OFA, seed: int = 0) -> OFA:
 
 
 def large_random_model(dtype: torch.dtype, device: str, seed: int = 0, **shape: int) -> OFA:
-    model = build_model(large_config(**shape), torch.float32, "cpu")
+    model = OFA.empty(large_config(**shape), torch.float32, "cpu")
     return random_init_(model, seed).to(device, dtype).eval()
 
 
