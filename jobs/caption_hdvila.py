@@ -144,14 +144,13 @@ def check_captioner(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
 
 def extract_options(args: argparse.Namespace) -> ExtractOptions:
     # What shapes the captions is recorded in the plan, so a rerun with another captioner is refused.
+    # Options added later are recorded only when given, so plans of earlier runs still match on resubmit.
+    later = {"model_dir": args.model_dir, "beam": args.beam, "max_len": args.max_len, "seed": args.seed}
     extra = {
         "captioner": args.captioner,
-        "checkpoint": args.checkpoint,
-        "model_dir": args.model_dir and str(Path(args.model_dir).resolve()),
+        "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
         "dtype": args.dtype,
-        "beam": args.beam,
-        "max_len": args.max_len,
-        "seed": args.seed,
+        **{k: str(v) if isinstance(v, Path) else v for k, v in later.items() if v is not None},
     }
     # workers is the pipeline CLI's process pool; Ray schedules the job's decode tasks itself.
     return ExtractOptions.from_args(args, workers=1, extra=extra)

@@ -102,3 +102,24 @@ def test_job_refuses_unusable_captioner_options_before_any_work(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert not out.exists()  # nothing written, no Ray started
+
+
+def test_plan_records_what_shapes_the_captions(tmp_path: Path) -> None:
+    """JSON-ready values; options added with the transformers families appear only when given."""
+    base = ["--metadata", "m.jsonl", "--videos", "v", "--out", str(tmp_path)]
+    args = caption_hdvila.build_parser().parse_args([*base, "--checkpoint", "c.pt", "--bpe-dir", "b"])
+    assert caption_hdvila.extract_options(args).extra == {
+        "captioner": "ofa",
+        "checkpoint": "c.pt",
+        "dtype": None,
+    }
+    args = caption_hdvila.build_parser().parse_args(
+        [*base, "--captioner", "blip", "--model-dir", "m", "--beam", "2", "--dtype", "bfloat16"]
+    )
+    assert caption_hdvila.extract_options(args).extra == {
+        "captioner": "blip",
+        "checkpoint": None,
+        "dtype": "bfloat16",
+        "model_dir": "m",
+        "beam": 2,
+    }
