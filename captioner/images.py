@@ -4,6 +4,8 @@ preprocessing, so that a job may apply it early (squash(x, N) gives the same cap
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from PIL import Image
 
@@ -35,3 +37,14 @@ def squash(image: np.ndarray, size: int) -> np.ndarray:
         return image
     pil = Image.fromarray(np.ascontiguousarray(image))  # H x W x 3 uint8 is RGB
     return np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC))
+
+
+def caption_in_batches(
+    images: object, batch_size: int, caption_batch: Callable[[list[np.ndarray]], list[str]]
+) -> list[str]:
+    """Validate every image first, then caption them `batch_size` at a time, in order."""
+    checked = check_images(images)
+    out: list[str] = []
+    for i in range(0, len(checked), batch_size):
+        out.extend(caption_batch(checked[i : i + batch_size]))
+    return out

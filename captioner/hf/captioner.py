@@ -20,7 +20,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer, PreTrainedModel
 
 from captioner.devices import dtype_name, resolve_device, resolve_dtype
-from captioner.images import check_images
+from captioner.images import caption_in_batches, check_images
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
@@ -111,11 +111,7 @@ class HFCaptioner:
         return pixels["pixel_values"].to(self.model.device, self.model.dtype)
 
     def caption(self, images: list[np.ndarray]) -> list[str]:
-        images = check_images(images)
-        out: list[str] = []
-        for i in range(0, len(images), self.batch_size):
-            out.extend(self.caption_batch(images[i : i + self.batch_size]))
-        return out
+        return caption_in_batches(images, self.batch_size, self.caption_batch)
 
     @torch.no_grad()
     def generate(self, images: list[np.ndarray]) -> torch.Tensor:

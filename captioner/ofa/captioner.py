@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from captioner.devices import dtype_name, resolve_device, resolve_dtype
-from captioner.images import check_images
+from captioner.images import caption_in_batches
 from captioner.ofa.checkpoint import checkpoint_args, read_checkpoint
 from captioner.ofa.config import config_from_checkpoint
 from captioner.ofa.generate import GenerationConfig, beam_search
@@ -50,11 +50,7 @@ class OFACaptioner:
         return self._id
 
     def caption(self, images: list[np.ndarray]) -> list[str]:
-        images = check_images(images)
-        out: list[str] = []
-        for i in range(0, len(images), self.batch_size):
-            out.extend(self._caption_batch(images[i : i + self.batch_size]))
-        return out
+        return caption_in_batches(images, self.batch_size, self._caption_batch)
 
     @torch.no_grad()
     def _caption_batch(self, images: list[np.ndarray]) -> list[str]:
