@@ -228,7 +228,9 @@ def srt(cues: list[tuple[float, float, str]], sloppy: bool = False) -> str:
         h, m, sec, ms = int(x // 3600), int(x // 60 % 60), int(x % 60), round(x * 1000) % 1000
         return f"{h:02d}:{m:02d}:{sec if sloppy else f'{sec:02d}'},{ms:03d}"
 
-    return "".join(f"{i}\n{stamp(a)} --> {stamp(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(cues, start=1))
+    return "".join(
+        f"{i}\n{stamp(a)} --> {stamp(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(cues, start=1)
+    )
 
 
 def write_sources(out_dir: Path, n: int = 1500, seed: int = 0) -> Path:

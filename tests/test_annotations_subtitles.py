@@ -95,7 +95,10 @@ def test_rolling_collapse_rule() -> None:
     ]
     assert [s.text for s in segments(cues)] == ["we went down to the river", "and back"]
     # a word shared by chance is not growth: growth needs the whole previous line first
-    assert [c.text for c in collapse([(0, 1, ["go down"]), (1, 2, ["downtown now"])])] == ["go down", "downtown now"]
+    assert [c.text for c in collapse([(0, 1, ["go down"]), (1, 2, ["downtown now"])])] == [
+        "go down",
+        "downtown now",
+    ]
 
 
 def test_youtube_example_reads_as_words_spoken_once(tmp_path: Path) -> None:
@@ -130,7 +133,9 @@ def test_srt_sloppy_times_and_tags(tmp_path: Path) -> None:
     assert ann.texts == ["Hello there, general.", "Run!"]
     assert [(r.start, r.end) for r in ann.records] == [(1.0, 4.0), (5.0, 6.5)]
     # a cue with an unreadable time is skipped and counted, the rest is read
-    p.write_text("1\n00:00:01,000 --> 00:00:02,000\nok\n\n2\n00:00:xx --> 00:00:03,000\nbad\n", encoding="utf-8")
+    p.write_text(
+        "1\n00:00:01,000 --> 00:00:02,000\nok\n\n2\n00:00:xx --> 00:00:03,000\nbad\n", encoding="utf-8"
+    )
     ann = read_annotations(p)
     assert ann.texts == ["ok"] and ann.malformed == 1 and "bad timestamp" in ann.problems[0]
 
@@ -193,13 +198,19 @@ def test_pipeline_subtitles_folder_cut_by_clip_span(tmp_path: Path) -> None:
     meta = tmp_path / "meta.jsonl"
     clips = {
         "vidA": [["00:04:40.000", "00:05:04.100"], ["00:05:04.100", "00:05:10.000"]],
-        "vidB": [["00:00:00.000", "00:00:04.000"], ["00:00:04.000", "00:00:08.000"], ["00:00:20.000", "00:00:21.000"]],
+        "vidB": [
+            ["00:00:00.000", "00:00:04.000"],
+            ["00:00:04.000", "00:00:08.000"],
+            ["00:00:20.000", "00:00:21.000"],
+        ],
         "vidC": [["00:00:00.000", "00:00:01.000"]],
         "vidD": [["00:00:00.000", "00:00:01.000"]],
     }
     meta.write_text(
         "\n".join(
-            json.dumps({"video_id": v, "clip": [{"clip_id": f"{v}.{i}.mp4", "span": s} for i, s in enumerate(spans)]})
+            json.dumps(
+                {"video_id": v, "clip": [{"clip_id": f"{v}.{i}.mp4", "span": s} for i, s in enumerate(spans)]}
+            )
             for v, spans in clips.items()
         ),
         encoding="utf-8",
