@@ -206,9 +206,13 @@ def _run_locked(args: argparse.Namespace, out: Path, t0: float) -> int:
         return 2
     cleanup_temp(out)  # temporary files of a killed run; we hold the lock, so nobody else writes here
     todo, done_clips = shards_to_do(plan)
-    subtitles = (
-        open_subtitles(Path(args.subtitles), out / "index", args.metadata)[0] if args.subtitles else None
-    )
+    try:
+        subtitles = (
+            open_subtitles(Path(args.subtitles), out / "index", args.metadata)[0] if args.subtitles else None
+        )
+    except ValueError as e:  # a subtitles file of the wrong format (AnnotationError)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     progress = Progress(
         total_clips=plan.total_clips,
         todo_clips=plan.total_clips - done_clips,

@@ -49,7 +49,7 @@ def read_msrvtt_json(path: Path, fmt: str = "msrvtt_json", split: str | None = N
         return read_caption_list(doc, path, fmt, expected)
     if not isinstance(doc, dict) or not isinstance(doc.get("sentences"), list):
         raise AnnotationError(path, expected + " with a 'sentences' list", describe(doc))
-    videos = doc.get("videos") if isinstance(doc.get("videos"), list) else []
+    videos = doc["videos"] if isinstance(doc.get("videos"), list) else []
     split_of = {
         str(v.get("video_id")): v.get("split") for v in videos if isinstance(v, dict) and "video_id" in v
     }

@@ -180,7 +180,10 @@ def read_cues(path: Path, fmt: str | None = None) -> tuple[list[Cue], list[str]]
     good: list[tuple[float, float, list[str]]] = []
     problems: list[str] = []
     for c in raw_cues(lines, path.name):
-        (problems.append if isinstance(c, str) else good.append)(c)  # type: ignore[attr-defined]
+        if isinstance(c, str):
+            problems.append(c)
+        else:
+            good.append(c)
     if not good:
         why = (
             f"no cue with readable times ({problems[0]})" if problems else f"no cue; starts {lines[0][:60]!r}"
