@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pipeline.annotations import AnnotationError
 from trainer.config import (
     TrainConfig,
     config_keys,
@@ -544,7 +545,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"python -m trainer.train: error: {err}", file=sys.stderr)
         return 2
-    run(cfg)
+    try:
+        run(cfg)
+    except AnnotationError as err:  # the retrieval annotation files: one line naming file and format
+        print(f"python -m trainer.train: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

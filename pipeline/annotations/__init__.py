@@ -7,6 +7,7 @@ docs/ANALYSIS.md ("Formats") for the list with an example line of each.
 
 from pipeline.annotations.detect import detect_format
 from pipeline.annotations.records import (
+    VIDEO_EXTENSIONS,
     AnnotationError,
     Annotations,
     Record,
@@ -20,6 +21,7 @@ from pipeline.annotations.subtitles import Cue, read_cues, subtitle_files, text_
 
 __all__ = [
     "FORMATS",
+    "VIDEO_EXTENSIONS",
     "ID_FORMATS",
     "AnnotationError",
     "Annotations",
