@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 DATASETS = ("msrvtt", "didemo", "lsmdc", "activitynet", "msvd")
 
 
+class RetrievalDataError(ValueError):
+    """The retrieval data set-up is wrong (a role unset, an unknown dataset or mode, no training video):
+    one line; the CLIs print it and exit 2. Unreadable files raise AnnotationError (also one line)."""
+
+
 # --------------------------------------------------------------------------------------------- records
 
 
@@ -238,11 +243,11 @@ def load_split(cfg: RetrievalDataConfig, split: str) -> RetrievalSet:
     ds = cfg.dataset.lower()
     mode = cfg.mode or default_mode(ds)
     if mode not in ("sentence", "paragraph"):
-        raise ValueError(f"mode must be 'sentence' or 'paragraph', got {mode!r}")
+        raise RetrievalDataError(f"mode must be 'sentence' or 'paragraph', got {mode!r}")
 
     def need(role: str) -> Path:
         if not a.get(role):
-            raise ValueError(f"{ds} {split}: annotations.{role} is not set (have {sorted(a)})")
+            raise RetrievalDataError(f"{ds} {split}: annotations.{role} is not set (have {sorted(a)})")
         return Path(a[role])
 
     if ds == "msrvtt":
@@ -260,7 +265,7 @@ def load_split(cfg: RetrievalDataConfig, split: str) -> RetrievalSet:
         return load_activitynet(need(f"{split}_json"), split, mode, ids)
     if ds == "msvd":
         return load_msvd(need("captions_json"), need(f"{split}_list"), split)
-    raise ValueError(f"unknown dataset {cfg.dataset!r}; expected one of {DATASETS}")
+    raise RetrievalDataError(f"unknown dataset {cfg.dataset!r}; expected one of {DATASETS}")
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -337,7 +342,7 @@ def build_train_loader(cfg: Any, tokenizer: Any, rank: int, world_size: int) -> 
     rset = load_split(rcfg, "train")
     res = resolve_videos(rset, Path(rcfg.videos))
     if not res.videos:
-        raise FileNotFoundError(f"no training video of {rcfg.dataset} found under {rcfg.videos}")
+        raise RetrievalDataError(f"no training video of {rcfg.dataset} found under {rcfg.videos}")
     log.info("train %s: %d videos (%d missing, %d annotation rows skipped)", rcfg.dataset, len(res.videos),
              len(res.missing), len(rset.skipped))  # fmt: skip
     ds = RetrievalTrainDataset(RetrievalSet(rset.dataset, "train", res.videos, rset.mode), res.paths, rcfg,
