@@ -192,10 +192,11 @@ def _vtt_time(t: float) -> str:
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
 
 
-def youtube_vtt(lines: list[str], seed: int = 0) -> str:
+def youtube_vtt(lines: list[str], seed: int = 0, times: list[tuple[float, float]] | None = None) -> str:
     """A YouTube auto-caption WebVTT file showing `lines` (consecutive lines must differ): header with
     a Style block, rolling cues (the previous line repeated as plain text, the new line with word
-    timestamp tags) and ~10 ms cues repeating the line just shown. Cleaned, it reads as `lines`."""
+    timestamp tags) and ~10 ms cues repeating the line just shown. Cleaned, it reads as `lines`.
+    `times` places line i's cue at (start, end); by default the lines follow each other."""
     rng = random.Random(f"vtt-{seed}")
     out = [
         "WEBVTT",
@@ -208,9 +209,11 @@ def youtube_vtt(lines: list[str], seed: int = 0) -> str:
         "",
     ]
     t, prev = rng.uniform(0, 2), " "
-    for line in lines:
+    for i, line in enumerate(lines):
         words = line.split()
         dur = 0.3 * len(words) + rng.uniform(0.2, 1.0)
+        if times is not None:
+            t, dur = times[i][0], times[i][1] - times[i][0]
         tagged = words[0] + "".join(
             f"<{_vtt_time(t + dur * k / len(words))}><c> {w}</c>" for k, w in enumerate(words[1:], start=1)
         )

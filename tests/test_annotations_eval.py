@@ -163,3 +163,23 @@ def test_metrics_carry_their_n_and_a_floor_decides(synthetic_corpus, tmp_path: P
     assert [r.split("  ")[-1] for r in rows] == [f"{n - 1}/{n} queries", f"{n - 1}/{n} videos"] * 2
     assert "1 missing" in presence_refusal(res, 1.0)  # type: ignore[operator]
     assert presence_refusal(res, (n - 1) / n) is None
+
+
+@pytest.mark.parametrize(
+    ("dataset", "role", "fmt", "name", "content"),
+    [
+        ("msrvtt", "test_csv", "msrvtt_csv", "t.csv",
+         "\ufeffkey;vid_key;video_id;sentence\r\nret0;msr1;video1;  a man  cooks\r\nret1;msr2;video2;a dog"),
+        ("lsmdc", "test_csv", "lsmdc_tsv", "l.csv",
+         "1010_M_00.01.02.000-00.01.03.500\t00.01.02.000\t00.01.03.500\t00.01.02.000\t00.01.03.500\t SOMEONE sits.\n"),
+        ("activitynet", "test_json", "activitynet_json", "val_1.json",
+         json.dumps({"v_A": {"duration": 9.0, "timestamps": [[0, 4], [4, 9]], "sentences": ["One.", " Two."]}})),
+        ("didemo", "test_json", "didemo_json", "test_data.json", json.dumps(DIDEMO)),
+    ],
+)  # fmt: skip
+def test_both_stages_read_the_same_texts(tmp_path: Path, dataset, role, fmt, name, content) -> None:
+    p = tmp_path / name
+    p.write_bytes(content.encode())
+    rs = load_split(RetrievalDataConfig(dataset=dataset, mode="sentence", annotations={role: str(p)}), "test")
+    # the same texts (the trainer lists them grouped by video, the NMI in file order)
+    assert sorted(load_source(SourceSpec("s", fmt, p)).texts) == sorted(rs.queries()[0]) != []

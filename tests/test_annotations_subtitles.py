@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.annotations import AnnotationError, read_annotations, read_cues, text_in_span
 from pipeline.annotations.subtitles import Cue, clean_line, collapse, parse_time, segments
+from pipeline.extract import ExtractArgs, run_extract
 from pipeline.metadata import open_subtitles
+from pipeline.plan import ExtractOptions
 from synthetic.texts import generate, srt, youtube_vtt
 
 # The YouTube example of the published format description, verbatim in structure: the second cue
@@ -229,3 +232,37 @@ def test_pipeline_subtitles_folder_cut_by_clip_span(tmp_path: Path) -> None:
     assert again.db_path == store.db_path  # the index is reused
     with pytest.raises(ValueError, match="metadata"):
         open_subtitles(d, tmp_path / "idx")
+
+
+def test_extract_with_a_subtitles_folder(synthetic_corpus, tmp_path: Path) -> None:
+    """`python -m pipeline extract --subtitles DIR`: each clip's shard row holds its span's cues."""
+    rows = [json.loads(ln) for ln in Path(synthetic_corpus.metadata).read_text().splitlines() if ln.strip()]
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    expected: dict[str, str] = {}
+    for k, video in enumerate(rows):
+        spans = [(parse_time(c["span"][0]), parse_time(c["span"][1])) for c in video["clip"]]
+        # one 1 s cue in the middle of every clip (its rolling repeat cue 10 ms later, still inside)
+        cues = [
+            ((a + b) / 2 - 0.5, (a + b) / 2 + 0.5, f"words of clip {k} {i}") for i, (a, b) in enumerate(spans)
+        ]
+        vtt = youtube_vtt([t for _, _, t in cues], seed=k, times=[(a, b) for a, b, _ in cues])
+        (subs / f"{video['video_id']}.{'srt' if k % 2 else 'en.vtt'}").write_text(srt(cues) if k % 2 else vtt)
+        expected.update({c["clip_id"]: f"words of clip {k} {i}" for i, c in enumerate(video["clip"])})
+    out = tmp_path / "out"
+    run_extract(
+        ExtractArgs(
+            metadata=[str(synthetic_corpus.metadata)],
+            videos=synthetic_corpus.videos,
+            out=out,
+            options=ExtractOptions(frames=0, frame_size=64, shard_size=9),
+            subtitles=subs,
+            progress=False,
+        )
+    )
+    got = {
+        r["clip_id"]: r["subtitle"]
+        for p in sorted((out / "shards").glob("*.parquet"))
+        for r in pq.read_table(p).to_pylist()
+    }
+    assert got == expected  # SRT and YouTube-style alike: each clip has exactly its own words
