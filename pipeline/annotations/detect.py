@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 
 from pipeline.annotations.records import AnnotationError
 from pipeline.annotations.subtitles import SUBTITLE_SUFFIXES, subtitle_files
-from pipeline.annotations.textfile import is_parquet, parse_json, read_text, starts_like_json
+from pipeline.annotations.textfile import is_parquet, parse_json, starts_like_json
 
 _SRT_TIMING_RE = re.compile(r"^\s*\d{1,3}:\d{1,2}:\d{1,2}[,.]\d{1,3}\s*-->")
-PROBE_CHARS = 1 << 16
+PROBE_BYTES = 1 << 16
 
 
 def _json_kind(doc: object) -> str | None:
@@ -59,6 +59,20 @@ def _delimited_kind(first: str) -> str | None:
     return None
 
 
+def _head(path: Path, expected: str) -> str:
+    """The first PROBE_BYTES of a text file, decoded (a character cut at the end is dropped), newlines
+    normalised: enough to tell the format without reading a 12M-line file whole."""
+    with path.open("rb") as f:
+        raw = f.read(PROBE_BYTES)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        if e.start < len(raw) - 3:
+            raise AnnotationError(path, expected, f"bytes that are not UTF-8 at byte {e.start}") from None
+        text = raw[: e.start].decode("utf-8-sig")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def detect_format(path: Path) -> str:
     """The format name of `path` (see `FORMATS`); AnnotationError when it cannot be told."""
     path = Path(path)
@@ -79,7 +93,7 @@ def detect_format(path: Path) -> str:
         if "text" in names:
             return "subtitles_jsonl"
         raise AnnotationError(path, expected, f"a Parquet file with columns {names[:8]}")
-    text = read_text(path, expected)[:PROBE_CHARS]
+    text = _head(path, expected)
     lines = [ln for ln in text.split("\n") if ln.strip()]
     if not lines:
         raise AnnotationError(path, expected, "an empty file")
