@@ -240,6 +240,8 @@ def test_unknown_format_option_and_undetectable(tmp_path: Path) -> None:
         read_annotations(p, "msrvtt")
     with pytest.raises(AnnotationError, match=r"unknown option\(s\) \['colum'\]"):
         read_annotations(p, "msrvtt_csv", colum="a")
+    with pytest.raises(AnnotationError, match=r"caption_column is 0 or 1; found '1'"):
+        read_annotations(p, "cc_tsv", caption_column="1")
     with pytest.raises(AnnotationError, match="first line of no known layout"):
         read_annotations(p)
     with pytest.raises(AnnotationError, match="no such file"):

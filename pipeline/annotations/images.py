@@ -48,8 +48,7 @@ def _looks_like_url(s: str) -> bool:
 
 def read_cc_tsv(path: Path, fmt: str = "cc_tsv", caption_column: int | None = None) -> Annotations:
     """Conceptual Captions tsv, no header, two columns. CC3M writes `caption<TAB>url`, CC12M
-    `url<TAB>caption`: the URL column is detected (or given as `caption_column` = 0 | 1). The URL is
-    the record's id."""
+    `url<TAB>caption`: the URL column is detected (or given as `caption_column` = 0 | 1)."""
     expected = f"{fmt} expects two tab-separated columns (caption, url)"
     rows = delimited_rows(path, expected, "\t")
     head = list(itertools.islice(rows, URL_PROBE_ROWS))
@@ -72,5 +71,6 @@ def read_cc_tsv(path: Path, fmt: str = "cc_tsv", caption_column: int | None = No
         elif n == 1 and {r[0].strip().lower(), r[1].strip().lower()} == {"caption", "url"}:
             out.notes.append("header line skipped")
         else:
-            out.add(r[1 - caption_column].strip(), r[caption_column], f"line {n}")
+            # no id kept: the URL would double the memory of a 12M-line file, and no stage needs it
+            out.add("", r[caption_column], f"line {n}")
     return out

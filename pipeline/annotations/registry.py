@@ -67,6 +67,16 @@ ID_FORMATS: dict[str, Callable[[Path, str], list[str]]] = {
 }
 
 
+OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
+    "column": str, "delimiter": str, "split": str, "field": str, "unit": str, "caption_column": int,
+    "ids": (str, Path, list),
+}  # fmt: skip
+OPTION_HELP = {
+    "column": "a column name", "delimiter": "one character", "split": "a split name", "field": "a field name",
+    "unit": "'segment', 'cue' or 'file'", "caption_column": "0 or 1", "ids": "an id list file or a list of ids",
+}  # fmt: skip
+
+
 def known(names: dict[str, Any]) -> str:
     return ", ".join(sorted(names))
 
@@ -94,6 +104,9 @@ def read_annotations(path: Path, fmt: str | None = None, **options: Any) -> Anno
     if unknown:
         allowed = sorted(FORMATS[fmt].options) or "none"
         raise AnnotationError(path, f"{fmt} takes options {allowed}", f"unknown option(s) {unknown}")
+    for k, v in options.items():
+        if not isinstance(v, OPTION_TYPES[k]) or (k == "caption_column" and v not in (0, 1)):
+            raise AnnotationError(path, f"{fmt} option {k} is {OPTION_HELP[k]}", repr(v))
     if isinstance(options.get("ids"), str | Path):
         options["ids"] = read_ids(Path(options["ids"]))
     if path.is_dir() and fmt != "subtitle_folder":
