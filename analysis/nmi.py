@@ -263,7 +263,7 @@ def run_pairs(
             return prepared[name]
         prepared[name] = None
         spec = registry.get(name)
-        if spec is None or not spec.path.is_file():
+        if spec is None or not spec.path.exists():  # a subtitle folder is a source too
             reason = "not in the sources registry" if spec is None else f"file {spec.path} is absent"
             if not skip_missing:
                 raise FileNotFoundError(

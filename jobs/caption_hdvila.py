@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--videos", required=True, help="video root")
     io.add_argument("--out", required=True, help="output directory")
     io.add_argument("--layout", choices=LAYOUTS, default=_DEFAULTS.layout)
-    io.add_argument("--subtitles", help="JSON lines {clip_id, text} or Parquet with the same columns")
+    io.add_argument(
+        "--subtitles",
+        help="JSON lines {clip_id, text}, Parquet with the same columns, or a folder of <video_id>.vtt/.srt files",
+    )
     io.add_argument("--overwrite", action="store_true", help="start over: remove previous outputs in --out")
     ex = p.add_argument_group("extraction")
     ex.add_argument("--frames", type=int, default=_DEFAULTS.frames, help="sampled frames per clip (0: none)")
@@ -230,7 +233,13 @@ def _run_locked(
         return 2
     cleanup_temp(out)  # temporary files of a killed run; we hold the lock, so nobody else writes here
     todo, done_clips = shards_to_do(plan)
-    subtitles = open_subtitles(Path(args.subtitles), out / "index")[0] if args.subtitles else None
+    try:
+        subtitles = (
+            open_subtitles(Path(args.subtitles), out / "index", args.metadata)[0] if args.subtitles else None
+        )
+    except ValueError as e:  # a subtitles file of the wrong format (AnnotationError)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     progress = Progress(
         total_clips=plan.total_clips,
         todo_clips=plan.total_clips - done_clips,

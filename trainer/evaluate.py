@@ -23,7 +23,14 @@ import torch
 from torch import nn
 
 from trainer.config import load_config
-from trainer.eval.retrieval import evaluate_model, format_table
+from trainer.eval.retrieval import (
+    DEFAULT_MIN_VIDEOS_PRESENT,
+    FLAT_METRIC_KEYS,
+    evaluate_model,
+    format_table,
+    preflight,
+    presence_refusal,
+)
 from trainer.model.build import build_model
 from trainer.model.tokenizer import load_clip_tokenizer
 
@@ -74,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument(
+        "--min-videos-present",
+        type=float,
+        default=DEFAULT_MIN_VIDEOS_PRESENT,
+        metavar="F",
+        help="report metrics only when at least this fraction of the split's videos is evaluated "
+        "(default 1.0: every video; e.g. 0.95 accepts a few dead downloads, said next to every metric)",
+    )
     # anything else is a trainer.train-style `--key value` config override (e.g. --model.video_head clip2video)
     args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -84,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
                         ("num_workers", args.num_workers)):  # fmt: skip
         if value is not None:
             setattr(ecfg, name, value)
+    if not 0.0 <= args.min_videos_present <= 1.0:
+        p.error(f"--min-videos-present is a fraction in [0, 1], not {args.min_videos_present}")
+    try:  # before any model is built: the annotation files, the videos root, the videos present
+        problem = preflight(ecfg, args.min_videos_present)
+    except (ValueError, FileNotFoundError) as e:  # AnnotationError is a ValueError: one line
+        problem = str(e)
+    if problem:
+        print(f"python -m trainer.evaluate: error: {problem}", file=sys.stderr)
+        return 2
     tok_dir = _find_tokenizer(args.tokenizer, cfg, args.checkpoint)
     if tok_dir is None:
         p.error("no tokenizer found: pass --tokenizer DIR (vocab.json + merges.txt) or set tokenizer.path")
@@ -92,7 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model_for_eval(cfg, args.checkpoint, tokenizer, device)
     result = evaluate_model(model, tokenizer, ecfg, device)
     result["checkpoint"] = args.checkpoint or cfg.model.init or "(random init)"
+    result["min_videos_present"] = args.min_videos_present
+    refusal = presence_refusal(result, args.min_videos_present) if result.get("metrics") else None
+    if refusal:  # undecodable videos took the split below the floor: counts only, no metrics
+        result["refused"] = refusal
+        result["metrics"] = None
+        for k in FLAT_METRIC_KEYS:
+            result.pop(k, None)
     print(format_table(result))
+    if refusal:
+        print(f"python -m trainer.evaluate: error: {refusal}", file=sys.stderr)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

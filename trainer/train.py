@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pipeline.annotations import AnnotationError
 from trainer.config import (
     TrainConfig,
     config_keys,
@@ -37,7 +38,7 @@ from trainer.config import (
     to_dict,
 )
 from trainer.data.batch import Batch
-from trainer.data.retrieval import build_train_loader, load_split
+from trainer.data.retrieval import RetrievalDataError, build_train_loader, load_split
 from trainer.data.shards import build_shard_loader, count_samples, find_shard_tars, index_tar
 from trainer.eval.retrieval import evaluate_model
 from trainer.loop import distributed as tdist
@@ -544,7 +545,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"python -m trainer.train: error: {err}", file=sys.stderr)
         return 2
-    run(cfg)
+    try:
+        run(cfg)
+    except (AnnotationError, RetrievalDataError, FileNotFoundError) as err:  # the data set-up: one line
+        print(f"python -m trainer.train: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
