@@ -21,29 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.model.config import (
-    PER_FRAME_HEADS,
-    VIDEO_HEADS,
     ClipViPConfig,
-    SeqTransfConfig,
-    TextConfig,
-    VisionConfig,
-    tiny_config,
 )
 from trainer.model.encoder import CLIPEncoder, init_clip_weights
 from trainer.model.heads import build_video_head
 from trainer.model.text import CLIPTextModel
 from trainer.model.vision import CLIPVisionViPModel
-
-__all__ = [
-    "CLIPViP",
-    "ClipViPConfig",
-    "PER_FRAME_HEADS",
-    "SeqTransfConfig",
-    "TextConfig",
-    "VIDEO_HEADS",
-    "VisionConfig",
-    "tiny_config",
-]
 
 
 class CLIPViP(nn.Module):
