@@ -6,7 +6,7 @@ vocabulary (distinct-1/2), agreement with the other captioners (embedding cosine
 same clips), BLEU-4 / CIDEr-D against reference captions when given, and measured images/s with the
 machine it ran on. Prints a table and writes DIR/compare.json, compare.png, gap.png and gallery.html.
 
-    python analysis/compare.py --runs ofa=OUT1 blip=OUT2 --tgt msrvtt --sources S.toml --out DIR \\
+    python -m analysis.compare --runs ofa=OUT1 blip=OUT2 --tgt msrvtt --sources S.toml --out DIR \\
         [--refs REFS.jsonl] [--encoder minilm] [--samples 1000] [--repeats 10]
 
 See docs/ANALYSIS.md ("Captioner comparison").
@@ -14,19 +14,10 @@ See docs/ANALYSIS.md ("Captioner comparison").
 
 from __future__ import annotations
 
-import os
-import sys
-
-if __name__ == "__main__" and not __package__:
-    # Run as a script: drop analysis/ from sys.path (its module names must not shadow packages).
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    if os.path.dirname(_here) not in sys.path:
-        sys.path.append(os.path.dirname(_here))
-
 import argparse
 import itertools
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -100,7 +91,7 @@ def read_refs(path: Path) -> dict[str, list[str]]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python analysis/compare.py",
+        prog="python -m analysis.compare",
         description="Compare captioners on the same clips: language gap to downstream queries (NMI with "
         "CI, MMD), length and vocabulary, agreement, BLEU-4/CIDEr-D against references, images/s; "
         "writes compare.json, compare.png, gap.png and gallery.html under --out.",
