@@ -127,8 +127,14 @@ def nmi_figure(draws: Sequence[DrawView], bars: Sequence[Bar], title: str) -> Fi
     any_ci = any(b.ci for b in bars)
     xlabel = "NMI (higher = larger gap); error bar: " + ("bootstrap CI of the mean" if any_ci else "+- std")
     _bar_panel(fig.add_subplot(grid[rows, :]), bars, colours, xlabel)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(wrap_title(title, 4 * cols), fontsize=9)
     return fig
+
+
+def wrap_title(title: str, width_inches: float, chars_per_inch: float = 15.0) -> str:
+    """Break each line of a figure title to the figure's width (long model ids would be cut off)."""
+    width = max(20, int(width_inches * chars_per_inch))
+    return "\n".join(textwrap.fill(line, width) for line in title.splitlines())
 
 
 def save(fig: Figure, path: Path, dpi: int = 110) -> Path:
