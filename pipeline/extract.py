@@ -8,6 +8,7 @@ still to do, a progress bar, and `finalize`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import json
@@ -15,6 +16,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -180,6 +182,8 @@ def _init_worker(q: Any) -> None:
     global _worker_queue
     _worker_queue = q
     logging.basicConfig(level=logging.WARNING)
+    if q is not None:  # a pool worker: Ctrl-C is the driver's to handle (it stops the pool)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _tick(n: int) -> None:
@@ -297,6 +301,18 @@ def run_extract(args: ExtractArgs) -> dict[str, Any]:
         lock.close()
 
 
+@contextlib.contextmanager
+def _stop_on_interrupt(pool: ProcessPoolExecutor) -> Iterator[None]:
+    """On Ctrl-C stop the pool's workers (they ignore SIGINT) instead of letting them finish their
+    shards; their temporary files are removed by the rerun (cleanup_temp)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):  # no public API before 3.14
+            proc.terminate()
+        raise
+
+
 def _run_pool(
     out: Path,
     plan: Plan,
@@ -322,7 +338,8 @@ def _run_pool(
     processed = 0
     workers = args.options.workers
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(q,)) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(q,))
+        with pool, _stop_on_interrupt(pool):
             pending: dict[Future, ShardSpec] = {}
 
             def reap(block: bool) -> None:
