@@ -8,6 +8,7 @@ Euclidean KMeans on the same unit vectors is the cross-check (`--kmeans sklearn`
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,9 @@ def kmeans_labels(x: np.ndarray, seed: int, cfg: KMeansConfig = KMeansConfig()) 
     x = np.ascontiguousarray(x, dtype=np.float32)
     seed = int(seed) % (2**31 - 1)
     if cfg.backend == "faiss":
+        # faiss tries its AVX512 builds first and logs the failed import (an INFO line that reads like a
+        # ModuleNotFoundError) before it loads the generic build, which is the one this wheel runs.
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
         import faiss
 
         km = faiss.Kmeans(

@@ -116,3 +116,18 @@ def show_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             continue
         action.help = f"{action.help or ''} (default: %(default)s)".strip()
     return parser
+
+
+def quiet_library_progress() -> None:
+    """--no-progress for the libraries too: no Hugging Face bars (transformers' "Loading weights",
+    hub downloads). Works whether or not transformers is imported yet."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when huggingface_hub is imported
+    # Already imported ones are switched off directly (the imports then cost nothing).
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
