@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.cache import FeatureCache, default_cache_dir, file_sha256, write_bytes_atomic
+from analysis.cache import FeatureCache, default_cache_dir, file_sha256
 from analysis.clustering import KMeansConfig, kmeans_labels, nmi
 from analysis.encoders import DEFAULT_BATCH_SIZE, ENCODERS, EncodeOptions, TextEncoder, load_encoder
 from analysis.plots import Bar, DrawView, plot_nmi
 from analysis.sources import LoadedSource, SourceFormatError, SourceSpec, load_registry, load_source
+from pipeline.atomic import write_bytes_atomic
 
 log = logging.getLogger("analysis.nmi")
 
