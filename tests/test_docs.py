@@ -71,7 +71,7 @@ def entry_point(cmd: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
         return None
     if cmd[1] == "-m":
         module = cmd[2]
-        if module in ("pipeline", "trainer.retrieval_data") and len(cmd) > 3 and not cmd[3].startswith("-"):
+        if module in ("pipeline", "trainer.data.retrieval") and len(cmd) > 3 and not cmd[3].startswith("-"):
             return ("-m", module, cmd[3]), cmd[4:]
         return ("-m", module), cmd[3:]
     if cmd[1].endswith(".py"):
