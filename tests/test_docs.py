@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 from doc_blocks import DOCS, REPO, Block, shell_blocks
 
+from jobs.ray_cluster import free_port
+from trainer.config import load_config, parse_overrides
+
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _MD_NAME = re.compile(r"(?<![\w/.-])([\w./-]*[A-Za-z_]\w*\.md)\b")
 
@@ -67,6 +70,8 @@ def entry_point(cmd: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
         cmd = cmd[1:]
     if "--" in cmd:  # ray job submit ... -- python script ...
         cmd = cmd[cmd.index("--") + 1 :]
+    if cmd and cmd[0].endswith("trainer/run.sh"):  # torchrun around python -m trainer.train
+        return ("-m", "trainer.train"), cmd[1:]
     if len(cmd) < 2 or cmd[0] != "python":
         return None
     if cmd[1] == "-m":
@@ -116,17 +121,41 @@ def test_documented_options_exist() -> None:
         if entry[0].endswith(".py") and not (REPO / entry[0]).is_file():
             bad.append(f"{where}: no such script {entry[0]}")
             continue
-        if entry[-1].startswith("trainer.train"):
-            continue  # dotted config overrides, checked against the config by the trainer itself
+        if entry[-1] == "trainer.train":
+            bad += [f"{where}: {e}" for e in _config_errors(args)]
+            continue
         known = help_options(entry)
         for a in args:
             opt = a.strip("[]").split("=")[0]
-            if opt.startswith("--") and opt not in known:
+            if opt.startswith("--") and "." in opt and entry[-1] == "trainer.evaluate":
+                bad += [
+                    f"{where}: {e}" for e in _config_errors(["--config", "", opt, "0"], overrides_only=True)
+                ]
+            elif opt.startswith("--") and opt not in known:
                 bad.append(f"{where}: {' '.join(entry)} has no option {opt}")
     assert not bad, bad
 
 
 _CODE = ("pipeline", "captioner", "trainer", "analysis", "synthetic", "jobs", "bench", "constraints", "docs")
+
+
+def _config_errors(args: list[str], overrides_only: bool = False) -> list[str]:
+    """A documented trainer command's config file and `--key value` overrides, loaded without touching
+    any path they name (those are the user's)."""
+    if overrides_only:
+        try:
+            parse_overrides(args[2:])
+        except ValueError as e:
+            return [str(e)]
+        return []
+    config = None if not args or args[0].startswith("--") else args[0]
+    if config is not None and not (REPO / config).is_file():
+        return [f"no such config {config}"]
+    try:
+        load_config(REPO / config if config else None, args[1:] if config else args)
+    except (ValueError, TypeError) as e:
+        return [str(e)]
+    return []
 
 
 def _runnable_blocks() -> list[Block]:
@@ -138,11 +167,13 @@ def test_runnable_blocks_run_as_written(tmp_path: Path) -> None:
     assert blocks, "no block is marked runnable"
     for name in _CODE:  # the code, seen from a scratch directory the commands may write into
         (tmp_path / name).symlink_to(REPO / name)
+    # A free rendezvous port: torchrun's default 29500 may be taken by another run on this machine.
+    env = {**_env(), "MASTER_PORT": str(free_port())}
     for block in blocks:
         proc = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", block.text],
             cwd=tmp_path,
-            env=_env(),
+            env=env,
             capture_output=True,
             text=True,
             timeout=300,
@@ -152,6 +183,6 @@ def test_runnable_blocks_run_as_written(tmp_path: Path) -> None:
         assert "Traceback" not in proc.stderr, f"{where}:\n{proc.stderr[-3000:]}"
 
 
-@pytest.mark.parametrize("name", ["readme-corpus-extract"])
+@pytest.mark.parametrize("name", ["readme-corpus-extract", "training-tiny"])
 def test_expected_blocks_are_marked(name: str) -> None:
     assert name in {b.name for b in _runnable_blocks()}
