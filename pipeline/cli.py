@@ -8,10 +8,13 @@ Entry points raise `UserError` from their checks and hand their `main` to `run_c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd command
@@ -131,3 +134,29 @@ def quiet_library_progress() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while the block runs. Worker processes started inside inherit "ignore" from the
+    very start (a handler set in the worker's initializer comes only after its imports, and Ctrl-C
+    there prints a traceback per worker); the parent handles Ctrl-C again after the block."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def stop_pool_on_interrupt(pool: Any) -> Iterator[None]:
+    """On Ctrl-C terminate a ProcessPoolExecutor's workers (started under `sigint_ignored`) instead of
+    letting them finish their queued work, then re-raise; reruns redo what they left half-done."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        # Terminate first: shutdown() forgets the processes. No public API for this before 3.14.
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise

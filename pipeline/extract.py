@@ -8,7 +8,6 @@ still to do, a progress bar, and `finalize`.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import glob
 import json
@@ -16,7 +15,6 @@ import logging
 import multiprocessing as mp
 import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipeline.cli import sigint_ignored, stop_pool_on_interrupt
 from pipeline.decode import ClipResult, FrameSpec, decode_video_clips
 from pipeline.metadata import ClipRow, SubtitleStore, open_subtitles
 from pipeline.plan import ExtractOptions, Plan, ShardSpec, iter_shards, load_or_create_plan
@@ -182,8 +181,6 @@ def _init_worker(q: Any) -> None:
     global _worker_queue
     _worker_queue = q
     logging.basicConfig(level=logging.WARNING)
-    if q is not None:  # a pool worker: Ctrl-C is the driver's to handle (it stops the pool)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _tick(n: int) -> None:
@@ -301,18 +298,6 @@ def run_extract(args: ExtractArgs) -> dict[str, Any]:
         lock.close()
 
 
-@contextlib.contextmanager
-def _stop_on_interrupt(pool: ProcessPoolExecutor) -> Iterator[None]:
-    """On Ctrl-C stop the pool's workers (they ignore SIGINT) instead of letting them finish their
-    shards; their temporary files are removed by the rerun (cleanup_temp)."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):  # no public API before 3.14
-            proc.terminate()
-        raise
-
-
 def _run_pool(
     out: Path,
     plan: Plan,
@@ -339,7 +324,10 @@ def _run_pool(
     workers = args.options.workers
     try:
         pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(q,))
-        with pool, _stop_on_interrupt(pool):
+        with sigint_ignored():  # each submit starts a worker until there are `workers`
+            for _ in range(workers):
+                pool.submit(os.getpid)
+        with pool, stop_pool_on_interrupt(pool):
             pending: dict[Future, ShardSpec] = {}
 
             def reap(block: bool) -> None:

@@ -24,7 +24,6 @@ import logging
 import math
 import multiprocessing
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,7 +36,7 @@ import av
 import numpy as np
 
 from pipeline.atomic import write_text_atomic
-from pipeline.cli import UserError, output_dir, run_cli, show_defaults
+from pipeline.cli import UserError, output_dir, run_cli, show_defaults, sigint_ignored, stop_pool_on_interrupt
 from synthetic.content import (
     Scene,
     SceneRenderer,
@@ -571,19 +570,11 @@ def _run_jobs(jobs: list[tuple[str, Callable[..., int], tuple[Any, ...]]], worke
         return
     # spawn, not fork: the caller may hold threads (pytest plugins, Ray, torch) that fork would copy.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
-        futures = {pool.submit(fn, *args): name for name, fn, args in jobs}
-        try:
-            for future in as_completed(futures):
-                report(futures[future], future.result())
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)  # the running files finish, nothing new starts
-            raise
-
-
-def _ignore_sigint() -> None:
-    # Ctrl-C reaches the whole process group: the parent handles it, workers must not print tracebacks.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool, stop_pool_on_interrupt(pool):
+        with sigint_ignored():  # the workers are started here: Ctrl-C is the parent's to handle
+            futures = {pool.submit(fn, *args): name for name, fn, args in jobs}
+        for future in as_completed(futures):
+            report(futures[future], future.result())
 
 
 # ---- entry points ----------------------------------------------------------------------------------

@@ -166,3 +166,23 @@ def test_ctrl_c_in_extract_is_one_line_and_the_rerun_resumes(tmp_path: Path) -> 
     assert again.returncode == 0, again.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["counts"] == {"ok": 18}
+
+
+def test_ctrl_c_in_the_corpus_generator_and_the_rerun(tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    args = ["-m", "synthetic.corpus", "--out", str(out), "--videos", "12", "--workers", "2"]
+    args += ["--downstream", "0", "0", "0"]
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    _wait_for((out / "videos", "*.mp4"), proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == "interrupted: rerun the same command to resume"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert not (out / "truth.json").exists()
+    again = run_entry(args)  # the half-written corpus is replaced, not refused
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "truth.json").is_file()
