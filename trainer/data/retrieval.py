@@ -523,8 +523,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except (ValueError, TypeError, yaml.YAMLError) as e:
         raise UserError(f"{args.config}: {' '.join(str(e).split())}") from None
     existing_dir(ecfg.videos, "eval.videos")
-    for role, path in ecfg.annotations.items():
-        existing_file(path, f"eval.annotations.{role}")
+    for role, ann in ecfg.annotations.items():
+        existing_file(ann, f"eval.annotations.{role}")
     rset = load_split(ecfg, args.split)
     res = resolve_videos(rset, Path(ecfg.videos))
     bad = 0
