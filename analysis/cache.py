@@ -46,6 +46,10 @@ def sha256_file(path: Path) -> str:
 def file_sha256(path: Path, cache_root: Path | None = None) -> str:
     """sha256 of a file, memoised in `cache_root/file_hashes.json` by (resolved path, size, mtime)."""
     path = Path(path).resolve()
+    if path.is_dir():  # a folder source (per-video subtitle files): the hash of its files' hashes
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        lines = "".join(f"{p.relative_to(path)}\t{sha256_file(p)}\n" for p in files)
+        return hashlib.sha256(lines.encode()).hexdigest()
     st = path.stat()
     memo_path = cache_root / "file_hashes.json" if cache_root else None
     memo: dict[str, dict] = {}

@@ -1,11 +1,14 @@
 """Caption image files from the command line.
 
     python -m captioner --checkpoint caption_large_best_clean.pt --bpe-dir BPE/ a.jpg b.png
+    python -m captioner --captioner florence2 --model-dir Florence-2-base/ --dtype bfloat16 --beam 3 a.jpg
     python -m captioner --captioner ofa-tiny-random --jsonl frames/*.jpg
+    python -m captioner --list
 
 Plain output is one "<path>\\t<caption>" line per image, in input order; --jsonl writes one
 {"image", "caption", "error"} object per line instead. An unreadable image fails alone (reported, exit code 1);
-the others are still captioned.
+the others are still captioned. Unusable captioner options (a missing model directory or checkpoint, an empty
+BPE directory, an option the captioner does not take) are refused before any work: one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -22,50 +25,38 @@ from PIL import Image
 from tqdm import tqdm
 
 import captioner
+from captioner.options import add_captioner_options, captioner_options
+
+
+def list_captioners() -> str:
+    width = max(len(name) for name, _ in captioner.describe())
+    return "\n".join(f"{name:<{width}}  {needs}" for name, needs in captioner.describe())
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m captioner", description="Caption images (one line per image)."
     )
-    p.add_argument("images", nargs="+", type=Path, help="image files (anything PIL reads)")
+    p.add_argument("images", nargs="*", type=Path, help="image files (anything PIL reads)")
+    p.add_argument("--list", action="store_true", help="list the captioner names and what each needs")
     p.add_argument(
         "--captioner",
         default="ofa",
-        help=f"registered name ({', '.join(captioner.available())}) or 'package.module:factory' (default: ofa)",
+        help="registered name (see --list) or 'package.module:factory' (default: ofa)",
     )
-    p.add_argument(
-        "--checkpoint", type=Path, help="OFA caption checkpoint (.pt or .pt.xz); required for 'ofa'"
-    )
-    p.add_argument(
-        "--bpe-dir", type=Path, help="directory with encoder.json, vocab.bpe, dict.txt; required for 'ofa'"
-    )
+    add_captioner_options(p)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--dtype", help="float32 | float16 | bfloat16 (default: float16 on CUDA, float32 on CPU)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0, help="seed of ofa-tiny-random")
     p.add_argument("--jsonl", action="store_true", help="write JSON lines {image, caption, error}")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if args.batch_size < 1:
-        p.error("--batch-size must be >= 1")
-    if args.captioner == "ofa" and (args.checkpoint is None or args.bpe_dir is None):
-        p.error("--captioner ofa needs --checkpoint and --bpe-dir (or use --captioner ofa-tiny-random)")
+    if not args.list and not args.images:
+        p.error("give image files (or --list)")
     return args
 
 
-def build(args: argparse.Namespace) -> captioner.Captioner:
-    options: dict[str, Any] = {}
-    if args.captioner == "ofa":
-        options = {"checkpoint": args.checkpoint, "bpe_dir": args.bpe_dir, "batch_size": args.batch_size}
-        options |= {"device": args.device, "dtype": args.dtype}
-    elif args.captioner == "ofa-tiny-random":
-        options = {
-            "seed": args.seed,
-            "batch_size": args.batch_size,
-            "device": args.device or "cpu",
-            "dtype": args.dtype,
-        }
+def build(args: argparse.Namespace, options: dict[str, Any]) -> captioner.Captioner:
+    if args.device is not None:
+        options = {**options, "device": args.device}
     return captioner.load(args.captioner, **options)
 
 
@@ -103,10 +94,20 @@ def caption_files(cap: captioner.Captioner, paths: Sequence[Path], batch_size: i
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    cap = build(args)
-    progress = not args.no_progress and len(args.images) > args.batch_size
+    if args.list:
+        print(list_captioners())
+        return 0
+    try:  # a user's mistake (missing file, wrong directory, unknown option) is refused before any work
+        options = captioner_options(args)
+        captioner.preflight(args.captioner, **options)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cap = build(args, options)
+    batch_size = options.get("batch_size", 16)
+    progress = not args.no_progress and len(args.images) > batch_size
     failed = 0
-    for path, text, err in caption_files(cap, args.images, args.batch_size, progress):
+    for path, text, err in caption_files(cap, args.images, batch_size, progress):
         failed += err is not None
         if args.jsonl:
             print(

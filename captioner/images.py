@@ -1,8 +1,13 @@
-"""Input contract shared by every captioner: a list of H x W x 3 uint8 RGB numpy arrays."""
+"""Input contract shared by every captioner: a list of H x W x 3 uint8 RGB numpy arrays; and `squash`, the
+square resize with which a captioner that states an input size N (captioner.input_size) starts its own
+preprocessing, so that a job may apply it early (squash(x, N) gives the same captions as x)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from PIL import Image
 
 
 def check_image(image: object, index: int = 0) -> np.ndarray:
@@ -23,3 +28,23 @@ def check_images(images: object) -> list[np.ndarray]:
     if not isinstance(images, (list, tuple)):
         raise ValueError(f"expected a list of images, got {type(images).__name__}")
     return [check_image(im, i) for i, im in enumerate(images)]
+
+
+def squash(image: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic (PIL) resize of an H x W x 3 uint8 image to size x size, aspect ratio not kept; the identity at
+    that size (PIL returns a copy), so squashing twice equals squashing once."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    pil = Image.fromarray(np.ascontiguousarray(image))  # H x W x 3 uint8 is RGB
+    return np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC))
+
+
+def caption_in_batches(
+    images: object, batch_size: int, caption_batch: Callable[[list[np.ndarray]], list[str]]
+) -> list[str]:
+    """Validate every image first, then caption them `batch_size` at a time, in order."""
+    checked = check_images(images)
+    out: list[str] = []
+    for i in range(0, len(checked), batch_size):
+        out.extend(caption_batch(checked[i : i + batch_size]))
+    return out

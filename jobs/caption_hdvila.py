@@ -5,6 +5,7 @@ On a running cluster (loopback example; see docs/JOB.md for production):
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
         python jobs/caption_hdvila.py --metadata 'meta/*.jsonl' --videos ROOT --out OUT \\
         --captioner ofa --checkpoint caption_large_best_clean.pt --bpe-dir BPE/
+    (or e.g. --captioner florence2 --model-dir Florence-2-base/ --dtype bfloat16 --batch-size 64)
 
 Without a cluster, `python jobs/caption_hdvila.py ...` starts an embedded single-node Ray on 127.0.0.1
 (`--num-cpus`, default all cores) and stops it at the end. The output directory is CONTRACTS §3, the
@@ -39,6 +40,8 @@ if __name__ == "__main__":
 import ray  # noqa: E402
 import ray.cloudpickle  # noqa: E402
 
+import captioner  # noqa: E402  (imports no model code)
+from captioner.options import add_captioner_options, captioner_options  # noqa: E402
 from jobs import caption_stages  # noqa: E402
 from jobs.shard_stream import Progress, StreamConfig, estimate_shard_bytes, run_stream  # noqa: E402
 from pipeline.cli import UserError, run_cli, show_defaults  # noqa: E402
@@ -70,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--videos", required=True, help="video root")
     io.add_argument("--out", required=True, help="output directory")
     io.add_argument("--layout", choices=LAYOUTS, default=_DEFAULTS.layout)
-    io.add_argument("--subtitles", help="JSON lines {clip_id, text} or Parquet with the same columns")
+    io.add_argument(
+        "--subtitles",
+        help="JSON lines {clip_id, text}, Parquet with the same columns, or a folder of <video_id>.vtt/.srt files",
+    )
     io.add_argument("--overwrite", action="store_true", help="start over: remove previous outputs in --out")
     ex = p.add_argument_group("extraction")
     ex.add_argument("--frames", type=int, default=_DEFAULTS.frames, help="sampled frames per clip (0: none)")
@@ -80,22 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--shard-size", type=int, default=_DEFAULTS.shard_size, help="clips per shard")
     ex.add_argument("--store-video", action="store_true", help="also store K.mp4 (3 fps, short side 240)")
     ex.add_argument("--decoder", choices=DECODERS, default=_DEFAULTS.decoder)
-    cap = p.add_argument_group("captioner (CONTRACTS §4)")
-    cap.add_argument(
-        "--captioner", default="ofa", help="ofa | ofa-tiny-random | noop | package.module:factory"
+    p.add_argument(
+        "--captioner",
+        default="ofa",
+        help="registered name (python -m captioner --list) or package.module:factory (default: ofa)",
     )
-    cap.add_argument("--checkpoint", help="OFA checkpoint (.pt / .pt.xz), for --captioner ofa")
-    cap.add_argument("--bpe-dir", help="OFA BPE directory, for --captioner ofa")
-    cap.add_argument("--batch-size", type=int, help="images per captioner forward pass (captioner default)")
-    cap.add_argument(
+    add_captioner_options(p)
+    p.add_argument(
         "--caption-input-size",
-        type=int,
-        default=_STREAM.caption_input_size,
-        help="squash middle frames to this size in the decode tasks (0: send native frames); with the "
-        "captioner's own input size (OFA-large: 480) the captions are identical and 4x less data moves",
-    )
-    cap.add_argument(
-        "--dtype", help="float32 | float16 | bfloat16 (captioner default: fp16 on GPU, fp32 on CPU)"
+        default=str(_STREAM.caption_input_size),
+        help="squash middle frames to N x N in the decode tasks, as the captioner's own first step (0: send "
+        "native frames; auto: the captioner's stated input size, e.g. OFA-large 480): the same captions, "
+        "~4x less data moves. A size other than the captioner's own is refused",
     )
     ray_g = p.add_argument_group("Ray")
     ray_g.add_argument(
@@ -122,21 +124,40 @@ def build_parser() -> argparse.ArgumentParser:
     return show_defaults(p)
 
 
-def captioner_options(args: argparse.Namespace, gpus: float) -> dict[str, Any]:
-    """Only what the user gave is passed on, so each captioner keeps its own defaults."""
-    opts: dict[str, Any] = {}
-    for name in ("checkpoint", "bpe_dir", "batch_size", "dtype"):
-        value = getattr(args, name)
-        if value is not None:
-            opts[name] = str(Path(value).resolve()) if name in ("checkpoint", "bpe_dir") else value
-    if gpus > 0:
-        opts["device"] = "cuda"
-    return opts
+def caption_input_size(args: argparse.Namespace, stated: int | None) -> int:
+    """--caption-input-size resolved against the captioner's stated input size; a size that would change the
+    captions of a captioner that states its own is a ValueError."""
+    value = str(args.caption_input_size)
+    if value == "auto":
+        return stated or 0
+    if not value.isdigit():
+        raise ValueError(f"--caption-input-size must be a size in pixels, 0 or auto, got {value!r}")
+    size = int(value)
+    if size > 0 and stated is not None and size != stated:
+        raise ValueError(
+            f"--caption-input-size {size}: captioner {args.captioner!r} takes {stated} x {stated} frames, so "
+            f"another size would change its captions (use {stated}, auto or 0)"
+        )
+    return size
+
+
+def check_captioner(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    """The captioner's options and the resolved --caption-input-size, checked without loading a model
+    (ValueError: refuse before any work)."""
+    options = captioner_options(args)
+    return options, caption_input_size(args, captioner.preflight(args.captioner, **options))
 
 
 def extract_options(args: argparse.Namespace) -> ExtractOptions:
     # What shapes the captions is recorded in the plan, so a rerun with another captioner is refused.
-    extra = {"captioner": args.captioner, "checkpoint": args.checkpoint, "dtype": args.dtype}
+    # Options added later are recorded only when given, so plans of earlier runs still match on resubmit.
+    later = {"model_dir": args.model_dir, "beam": args.beam, "max_len": args.max_len, "seed": args.seed}
+    extra = {
+        "captioner": args.captioner,
+        "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
+        "dtype": args.dtype,
+        **{k: str(v) if isinstance(v, Path) else v for k, v in later.items() if v is not None},
+    }
     # workers is the pipeline CLI's process pool; Ray schedules the job's decode tasks itself.
     return ExtractOptions.from_args(args, workers=1, extra=extra)
 
@@ -159,7 +180,9 @@ def connect(args: argparse.Namespace) -> Path | None:
     return temp_dir
 
 
-def stream_config(args: argparse.Namespace, options: ExtractOptions) -> StreamConfig:
+def stream_config(
+    args: argparse.Namespace, options: ExtractOptions, cap_options: dict[str, Any], caption_size: int
+) -> StreamConfig:
     resources = ray.cluster_resources()
     gpus = (
         args.captioner_gpus
@@ -168,18 +191,18 @@ def stream_config(args: argparse.Namespace, options: ExtractOptions) -> StreamCo
     )
     cfg = StreamConfig(
         captioner=args.captioner,
-        captioner_options=captioner_options(args, gpus),
+        captioner_options={**cap_options, **({"device": "cuda"} if gpus > 0 else {})},
         num_captioners=args.num_captioners,
         captioner_cpus=args.captioner_cpus if args.captioner_cpus is not None else _STREAM.captioner_cpus,
         captioner_gpus=gpus,
         decode_cpus=args.decode_cpus,
-        caption_input_size=args.caption_input_size,
+        caption_input_size=caption_size,
         max_inflight=args.max_inflight,
     )
     return cfg.resolve(
         resources.get("CPU", 0.0),
         resources.get("object_store_memory", 0.0),
-        estimate_shard_bytes(options, args.caption_input_size),
+        estimate_shard_bytes(options, caption_size),
     )
 
 
@@ -197,18 +220,24 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     out = Path(args.out)
     check_args(args)
+    try:  # in the driver, before the output is touched or Ray (and so any captioner actor) starts
+        cap_options, caption_size = check_captioner(args)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     try:
         lock = lock_output(out)  # one writer per output directory (released by the OS if the job is killed)
     except LockedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        return _run_locked(args, out, t0)
+        return _run_locked(args, out, t0, cap_options, caption_size)
     finally:
         lock.close()
 
 
-def _run_locked(args: argparse.Namespace, out: Path, t0: float) -> int:
+def _run_locked(
+    args: argparse.Namespace, out: Path, t0: float, cap_options: dict[str, Any], caption_size: int
+) -> int:
     options = extract_options(args)
     try:
         plan = load_or_create_plan(out, args.metadata, args.videos, options, args.overwrite, args.subtitles)
@@ -217,7 +246,13 @@ def _run_locked(args: argparse.Namespace, out: Path, t0: float) -> int:
         return 2
     cleanup_temp(out)  # temporary files of a killed run; we hold the lock, so nobody else writes here
     todo, done_clips = shards_to_do(plan)
-    subtitles = open_subtitles(Path(args.subtitles), out / "index")[0] if args.subtitles else None
+    try:
+        subtitles = (
+            open_subtitles(Path(args.subtitles), out / "index", args.metadata)[0] if args.subtitles else None
+        )
+    except ValueError as e:  # a subtitles file of the wrong format (AnnotationError)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     progress = Progress(
         total_clips=plan.total_clips,
         todo_clips=plan.total_clips - done_clips,
@@ -236,7 +271,7 @@ def _run_locked(args: argparse.Namespace, out: Path, t0: float) -> int:
         try:
             cluster = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
             try:
-                cfg = stream_config(args, options)
+                cfg = stream_config(args, options, cap_options, caption_size)
             except ValueError as e:  # the request does not fit the cluster
                 print(f"error: {e}", file=sys.stderr)
                 return 2

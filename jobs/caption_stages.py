@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import ray
 
+import captioner
+from captioner.images import squash
 from pipeline.decode import ClipResult
 from pipeline.extract import decode_shard
 from pipeline.plan import ExtractOptions, ShardSpec
@@ -31,17 +33,14 @@ Middles = dict[str, np.ndarray]
 def split_middles(results: list[ClipResult], caption_size: int = 0) -> tuple[list[ClipResult], Middles]:
     """Move each ok clip's native middle frame out of its result, into a clip id -> frame dict.
 
-    With `caption_size` > 0 the frame is squashed to caption_size x caption_size here, with OFA's own
-    resize (PIL bicubic), so a captioner whose input is that size gets bit-identical pixels while the
-    object store and the network carry ~4x less than a 720p frame."""
+    With `caption_size` > 0 the frame is squashed to caption_size x caption_size here with
+    `captioner.images.squash`, the first step of every captioner that states that input size
+    (`captioner.preflight`), so it gets bit-identical pixels while the object store and the network
+    carry ~4x less than a 720p frame."""
     middles: Middles = {}
     for r in results:
         if r.status == "ok" and r.middle is not None:
-            middles[r.row.clip_id] = r.middle
-            if caption_size > 0:
-                from captioner.ofa.preprocess import resize_uint8
-
-                middles[r.row.clip_id] = resize_uint8(r.middle, caption_size)
+            middles[r.row.clip_id] = squash(r.middle, caption_size) if caption_size > 0 else r.middle
         r.middle = None
     return results, middles
 
@@ -102,8 +101,6 @@ class CaptionerWorker:
     """Holds one captioner (loaded once per actor) and captions the middle frames of a shard."""
 
     def __init__(self, name: str, options: dict[str, Any]) -> None:
-        import captioner
-
         self.captioner = captioner.load(name, **options)
 
     def captioner_id(self) -> str:

@@ -25,7 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--videos", type=Path, required=True, help="video root (see --layout)")
     ex.add_argument("--layout", choices=LAYOUTS, default=_D.layout, help="full videos or cut clips")
     ex.add_argument("--out", type=Path, required=True, help="output directory (CONTRACTS §3)")
-    ex.add_argument("--subtitles", type=Path, default=None, help="jsonl or parquet of {clip_id, text}")
+    ex.add_argument(
+        "--subtitles",
+        type=Path,
+        default=None,
+        help="jsonl or parquet of {clip_id, text}, or a folder of <video_id>.vtt/.srt files (cut by clip span)",
+    )
     ex.add_argument("--frames", type=int, default=_D.frames, help="sampled frames per clip (0: middle only)")
     ex.add_argument("--frame-size", type=int, default=_D.frame_size, help="stored frame side (squashed)")
     ex.add_argument("--shard-size", type=int, default=_D.shard_size, help="clips per shard")

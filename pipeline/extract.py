@@ -246,7 +246,7 @@ def run_extract(args: ExtractArgs) -> dict[str, Any]:
             log.info("removed %d temporary files of an interrupted run", removed)
         subs = None
         if args.subtitles is not None:
-            subs, bad = open_subtitles(args.subtitles, out / "index")
+            subs, bad = open_subtitles(args.subtitles, out / "index", args.metadata)
             if bad:
                 log.warning("subtitles: skipped %d malformed records", bad)
         todo, done_clips = shards_to_do(plan, args.retry_failed)

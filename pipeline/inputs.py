@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.cli import UserError, existing_dir, existing_file, output_dir
+from pipeline.cli import UserError, existing_dir, output_dir
 from pipeline.extract import resolve_video
 from pipeline.metadata import expand_metadata, iter_clips
 
@@ -19,7 +19,7 @@ def check_extract_inputs(
 ) -> None:
     """UserError (one line) unless the inputs can make a run; reads metadata, writes nothing.
 
-    The metadata patterns must resolve to files, `--subtitles` (if given) must be a file, `--out` must
+    The metadata patterns must resolve to files, `--subtitles` (if given) must exist (file or folder), `--out` must
     be a directory or creatable, and `--videos` a directory holding at least one video that the
     metadata names (the scan stops at the first one found).
     """
@@ -27,8 +27,8 @@ def check_extract_inputs(
         expand_metadata(list(metadata))
     except FileNotFoundError as e:
         raise UserError(f"--metadata: {e}") from None
-    if subtitles is not None:
-        existing_file(subtitles, "--subtitles")
+    if subtitles is not None and not Path(subtitles).exists():  # a file, or a folder of .vtt/.srt
+        raise UserError(f"--subtitles not found: {subtitles}")
     output_dir(out)
     root = existing_dir(videos, "--videos")
     looked: set[str] = set()

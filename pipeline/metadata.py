@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -23,7 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.annotations import AnnotationError, read_cues, subtitle_files, text_in_span
+from pipeline.annotations.hdvila import iter_clip_texts
 from pipeline.atomic import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".ts")
 _VIDEO_EXT_SET = frozenset(VIDEO_EXTENSIONS)
@@ -295,43 +300,62 @@ class SubtitleStore(Mapping[str, str]):
 
 
 def _iter_subtitle_records(path: Path) -> Iterator[tuple[str, str] | None]:
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
-        for batch in pf.iter_batches(columns=["clip_id", "text"], batch_size=65536):
-            for cid, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-                ok = isinstance(cid, str) and isinstance(text, str)
-                yield (cid, text) if ok else None
-        return
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                yield None
-                continue
-            if (
-                isinstance(obj, dict)
-                and isinstance(obj.get("clip_id"), str)
-                and isinstance(obj.get("text"), str)
-            ):
-                yield obj["clip_id"], obj["text"]
-            else:
-                yield None
+    """(clip_id, text) of a {clip_id, text} JSON-lines or Parquet file; None for a bad record."""
+    for _, rec in iter_clip_texts(path):
+        ok = (
+            isinstance(rec, dict) and isinstance(rec.get("clip_id"), str) and isinstance(rec.get("text"), str)
+        )
+        yield (rec["clip_id"], rec["text"]) if ok else None  # type: ignore[index]
 
 
-def open_subtitles(path: Path, index_dir: Path) -> tuple[SubtitleStore, int]:
-    """Build (or reuse) the SQLite index of a subtitles file; returns (store, bad record count).
+def _iter_folder_records(folder: Path, metadata: Sequence[str | Path]) -> Iterator[tuple[str, str] | None]:
+    """(clip_id, text) for every clip whose video has a .vtt/.srt file in `folder`: the cues overlapping
+    the clip's span (cue level, docs/PIPELINE.md). An unreadable subtitle file is one None (logged)."""
+    files = subtitle_files(folder)
+    video, cues = None, None
+    for row in iter_clips(metadata):
+        if row.error is not None or row.span_start is None or row.span_end is None:
+            continue
+        if row.video_id != video:
+            video, cues = row.video_id, None
+            path = files.get(video)
+            if path is not None:
+                try:
+                    cues = read_cues(path)[0]
+                except AnnotationError as e:
+                    log.warning("subtitles: %s", e)
+                    yield None
+        if cues is not None:
+            yield row.clip_id, text_in_span(cues, row.span_start, row.span_end)
 
-    Bad records are skipped (subtitles are optional text); the first occurrence of a clip id wins.
+
+def _index_tag(path: Path, metadata: Sequence[str | Path] | None) -> str:
+    """Names the index after what it was built from: the file, or the folder's files and the metadata."""
+    if not path.is_dir():
+        st = path.stat()
+        return hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    h = hashlib.sha1(str(path.resolve()).encode())
+    inputs = sorted(subtitle_files(path).values()) + expand_metadata([str(m) for m in metadata or []])
+    for p in inputs:
+        st = p.stat()
+        h.update(f"|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+def open_subtitles(
+    path: Path, index_dir: Path, metadata: Sequence[str | Path] | None = None
+) -> tuple[SubtitleStore, int]:
+    """Build (or reuse) the SQLite index of the subtitles; returns (store, bad record count).
+
+    `path` is a {clip_id, text} JSON-lines or Parquet file, or a folder of per-video .vtt/.srt files
+    (named `<video_id>.vtt`, `<video_id>.en.vtt`, ...) cut by each clip's span in `metadata`. Bad records
+    are skipped (subtitles are optional text); the first occurrence of a clip id wins.
     """
     path = Path(path)
+    if path.is_dir() and metadata is None:
+        raise ValueError(f"subtitles folder {path}: the metadata is needed to cut it into clips")
     index_dir.mkdir(parents=True, exist_ok=True)
-    st = path.stat()
-    tag = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    tag = _index_tag(path, metadata)
     db = index_dir / f"subtitles-{tag}.sqlite"
     meta = index_dir / f"subtitles-{tag}.json"
     if db.exists() and meta.exists():
@@ -342,7 +366,8 @@ def open_subtitles(path: Path, index_dir: Path) -> tuple[SubtitleStore, int]:
     conn.execute("CREATE TABLE sub (clip_id TEXT PRIMARY KEY, text TEXT NOT NULL)")
     bad = 0
     batch: list[tuple[str, str]] = []
-    for rec in _iter_subtitle_records(path):
+    records = _iter_folder_records(path, metadata or []) if path.is_dir() else _iter_subtitle_records(path)
+    for rec in records:
         if rec is None:
             bad += 1
             continue

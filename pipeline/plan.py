@@ -119,6 +119,12 @@ class PlanMismatchError(RuntimeError):
 
 def _fingerprint(path: Path) -> dict[str, Any]:
     # Size plus hashes of the first and last MiB: cheap on multi-GB metadata, catches real edits.
+    if path.is_dir():  # a subtitles folder: its files' names and fingerprints
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return {
+            "path": str(path.resolve()),
+            "files": {str(p.relative_to(path)): _fingerprint(p)["sha256_head_tail"] for p in files},
+        }
     st = path.stat()
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -187,6 +187,55 @@ def generate(style: str, n: int, seed: int = 0) -> list[str]:
     return [STYLES[style](rng) for _ in range(n)]
 
 
+def _vtt_time(t: float) -> str:
+    ms = round(t * 1000)
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+def youtube_vtt(lines: list[str], seed: int = 0, times: list[tuple[float, float]] | None = None) -> str:
+    """A YouTube auto-caption WebVTT file showing `lines` (consecutive lines must differ): header with
+    a Style block, rolling cues (the previous line repeated as plain text, the new line with word
+    timestamp tags) and ~10 ms cues repeating the line just shown. Cleaned, it reads as `lines`.
+    `times` places line i's cue at (start, end); by default the lines follow each other."""
+    rng = random.Random(f"vtt-{seed}")
+    out = [
+        "WEBVTT",
+        "Kind: captions",
+        "Language: en",
+        "Style:",
+        "::cue(c.colorCCCCCC) { color: rgb(204,204,204);",
+        " }",
+        "##",
+        "",
+    ]
+    t, prev = rng.uniform(0, 2), " "
+    for i, line in enumerate(lines):
+        words = line.split()
+        dur = 0.3 * len(words) + rng.uniform(0.2, 1.0)
+        if times is not None:
+            t, dur = times[i][0], times[i][1] - times[i][0]
+        tagged = words[0] + "".join(
+            f"<{_vtt_time(t + dur * k / len(words))}><c> {w}</c>" for k, w in enumerate(words[1:], start=1)
+        )
+        out += [f"{_vtt_time(t)} --> {_vtt_time(t + dur)} align:start position:0%", prev, tagged, ""]
+        t += dur
+        out += [f"{_vtt_time(t)} --> {_vtt_time(t + 0.01)} align:start position:0%", line, " ", ""]
+        t, prev = t + 0.01, line
+    return "\n".join(out)
+
+
+def srt(cues: list[tuple[float, float, str]], sloppy: bool = False) -> str:
+    """An SRT file of (start, end, text) cues; `sloppy` writes seconds without padding (`00:00:5,000`)."""
+
+    def stamp(x: float) -> str:
+        h, m, sec, ms = int(x // 3600), int(x // 60 % 60), int(x % 60), round(x * 1000) % 1000
+        return f"{h:02d}:{m:02d}:{sec if sloppy else f'{sec:02d}'},{ms:03d}"
+
+    return "".join(
+        f"{i}\n{stamp(a)} --> {stamp(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(cues, start=1)
+    )
+
+
 def write_sources(out_dir: Path, n: int = 1500, seed: int = 0) -> Path:
     """Write every Table 1 source (n texts each) in its real format plus `sources.toml`; returns the TOML."""
     out = Path(out_dir)

@@ -13,10 +13,11 @@ from PIL import Image
 
 import captioner
 from captioner.__main__ import main as cli_main
+from captioner.images import squash
 from captioner.noop import NoopCaptioner
 from captioner.ofa.captioner import OFACaptioner
 from captioner.ofa.model import OFA
-from captioner.ofa.preprocess import normalize, preprocess, resize_uint8
+from captioner.ofa.preprocess import normalize, preprocess
 from captioner.ofa.tokenizer import OFATokenizer
 
 SIZES = [(240, 320), (96, 96), (37, 500), (720, 1280), (1, 1), (481, 479)]
@@ -123,7 +124,7 @@ def test_bad_input_is_a_clear_error_naming_the_item(
 
 def test_preprocessing_is_pil_bicubic_and_half_normalisation() -> None:
     im = _images()[0]
-    resized = resize_uint8(im, 480)
+    resized = squash(im, 480)
     assert resized.shape == (480, 480, 3) and resized.dtype == np.uint8
     assert np.array_equal(
         resized, np.asarray(Image.fromarray(im).resize((480, 480), Image.Resampling.BICUBIC))
@@ -197,10 +198,63 @@ def test_cli_plain_and_jsonl(
 
 
 def test_cli_requires_checkpoint_for_ofa(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as e:
-        cli_main(["x.jpg"])
-    assert e.value.code == 2
+    assert cli_main(["x.jpg"]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def _refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    assert cli_main([*argv, "x.jpg"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1, err  # one line, no traceback
+    return err
+
+
+def test_cli_refuses_unusable_captioner_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Missing / unreadable checkpoint, empty BPE dir, bad model dir, foreign option: exit 2 before any work."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert "checkpoint not found" in _refused(
+        capsys, "--checkpoint", str(tmp_path / "no.pt"), "--bpe-dir", str(empty)
+    )
+    assert "junk.pt: refused" in _refused(capsys, "--checkpoint", str(junk), "--bpe-dir", str(empty))
+    assert "does not exist" in _refused(
+        capsys, "--checkpoint", str(junk), "--bpe-dir", str(tmp_path / "nope")
+    )
+    assert "does not exist" in _refused(capsys, "--captioner", "blip", "--model-dir", str(tmp_path / "nope"))
+    assert "config.json" in _refused(capsys, "--captioner", "florence2", "--model-dir", str(empty))
+    assert "needs a model directory" in _refused(capsys, "--captioner", "blip")
+    assert "does not take model_dir" in _refused(
+        capsys, "--captioner", "ofa-tiny-random", "--model-dir", str(empty)
+    )
+    assert "--batch-size must be >= 1" in _refused(capsys, "--captioner", "noop", "--batch-size", "0")
+    assert "unknown captioner 'nope'" in _refused(capsys, "--captioner", "nope")
+
+
+@needs_bpe
+def test_cli_refuses_a_bpe_dir_without_the_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "lacks encoder.json" in _refused(capsys, "--checkpoint", str(CKPT), "--bpe-dir", str(empty))
+
+
+def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == captioner.available()
+    shipped = {
+        "ofa",
+        "ofa-tiny-random",
+        "blip",
+        "blip-tiny-random",
+        "florence2",
+        "florence2-tiny-random",
+        "noop",
+    }
+    needs = {line.split()[0]: line.split(None, 1)[1:] for line in lines}
+    assert all(needs[name] for name in shipped)  # every shipped name says what it needs
+    assert any(line.startswith("blip-tiny-random") and "UNTRAINED" in line for line in lines)
 
 
 @needs_bpe

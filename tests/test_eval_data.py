@@ -26,7 +26,6 @@ from trainer.data.retrieval import (
     load_msrvtt_train,
     load_msvd,
     load_split,
-    read_table,
     resolve_videos,
 )
 
@@ -74,11 +73,12 @@ def test_msrvtt_test_csv_plain_and_messy(tmp_path: Path) -> None:
         assert rs.skipped == []
 
 
-def test_read_table_sniffs_tab_without_header(tmp_path: Path) -> None:
+def test_tab_file_without_header_is_lsmdc(tmp_path: Path) -> None:
+    # was read_table's sniffing test: the annotation layer now tells a header-less tab file by its columns
     p = tmp_path / "x.csv"
-    p.write_text("a1\tb\tc 2\nd3\te\tf\n", encoding="utf-8")
-    head, rows = read_table(p)
-    assert head is None and rows == [["a1", "b", "c 2"], ["d3", "e", "f"]]
+    p.write_text("a1\tb\tc 2\td\te\tf g\nd3\te\tf\tg\th\ti\n", encoding="utf-8")
+    rs = load_lsmdc(p)
+    assert [(v.key, v.texts) for v in rs.videos] == [("a1", ["f g"]), ("d3", ["i"])]
 
 
 def test_msrvtt_train_and_full_captions(tmp_path: Path) -> None:

@@ -24,9 +24,16 @@ import torch
 from torch import nn
 
 from pipeline.atomic import write_text_atomic
-from pipeline.cli import UserError, output_file, run_cli
-from trainer.checks import check_checkpoint, check_retrieval_paths, check_tokenizer_dir, load_config_checked
-from trainer.eval.retrieval import evaluate_model, format_table
+from pipeline.cli import UserError, existing_dir, output_file, run_cli
+from trainer.checks import check_checkpoint, check_tokenizer_dir, load_config_checked
+from trainer.eval.retrieval import (
+    DEFAULT_MIN_VIDEOS_PRESENT,
+    FLAT_METRIC_KEYS,
+    evaluate_model,
+    format_table,
+    preflight,
+    presence_refusal,
+)
 from trainer.model.build import build_model
 from trainer.model.tokenizer import load_clip_tokenizer
 
@@ -82,6 +89,14 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument(
+        "--min-videos-present",
+        type=float,
+        default=DEFAULT_MIN_VIDEOS_PRESENT,
+        metavar="F",
+        help="report metrics only when at least this fraction of the split's videos is evaluated "
+        "(default 1.0: every video; e.g. 0.95 accepts a few dead downloads, said next to every metric)",
+    )
     # anything else is a trainer.train-style `--key value` config override (e.g. --model.video_head clip2video)
     args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -93,9 +108,18 @@ def _main(argv: Sequence[str] | None) -> int:
                         ("num_workers", args.num_workers)):  # fmt: skip
         if value is not None:
             setattr(ecfg, name, value)
+    if not 0.0 <= args.min_videos_present <= 1.0:
+        raise UserError(f"--min-videos-present is a fraction in [0, 1], not {args.min_videos_present}")
     if args.out is not None:
         output_file(args.out, "--out")
-    check_retrieval_paths(ecfg, "eval")
+    if ecfg.videos:
+        existing_dir(ecfg.videos, "eval.videos")
+    try:  # before any model is built: the annotation files, the videos root, the videos present
+        problem = preflight(ecfg, args.min_videos_present)
+    except (ValueError, FileNotFoundError) as e:  # AnnotationError is a ValueError: one line
+        problem = str(e)
+    if problem:
+        raise UserError(problem)
     if args.checkpoint:
         check_checkpoint(args.checkpoint, "--checkpoint")
     elif cfg.model.init:
@@ -116,7 +140,16 @@ def _main(argv: Sequence[str] | None) -> int:
     result["untrained"] = not (args.checkpoint or cfg.model.init)
     if result["untrained"]:
         result["model"] = f"untrained: seeded random init (seed {cfg.seed}), no weights given"
+    result["min_videos_present"] = args.min_videos_present
+    refusal = presence_refusal(result, args.min_videos_present) if result.get("metrics") else None
+    if refusal:  # undecodable videos took the split below the floor: counts only, no metrics
+        result["refused"] = refusal
+        result["metrics"] = None
+        for k in FLAT_METRIC_KEYS:
+            result.pop(k, None)
     print(format_table(result))
+    if refusal:
+        print(f"python -m trainer.evaluate: error: {refusal}", file=sys.stderr)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pipeline.annotations import AnnotationError
 from pipeline.cli import UserError, run_cli
 from trainer.checks import check_train_inputs, load_config_checked
 from trainer.config import (
@@ -39,7 +40,7 @@ from trainer.config import (
     to_dict,
 )
 from trainer.data.batch import Batch
-from trainer.data.retrieval import build_train_loader, load_split
+from trainer.data.retrieval import RetrievalDataError, build_train_loader, load_split
 from trainer.data.shards import build_shard_loader, count_samples, find_shard_tars, index_tar
 from trainer.eval.retrieval import evaluate_model
 from trainer.loop import distributed as tdist
@@ -562,7 +563,10 @@ def _main(argv: Sequence[str] | None) -> int:
     if check_only:
         print(f"config ok: {config or '(defaults)'} -> {cfg.out_dir}")
         return 0
-    run(cfg)
+    try:
+        run(cfg)
+    except (AnnotationError, RetrievalDataError, FileNotFoundError) as err:  # the data set-up: one line
+        raise UserError(str(err)) from None
     return 0
 
 

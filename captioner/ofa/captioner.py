@@ -3,44 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from captioner.images import check_images
+from captioner.devices import dtype_name, resolve_device, resolve_dtype
+from captioner.images import caption_in_batches
+from captioner.ofa.checkpoint import checkpoint_args, read_checkpoint
+from captioner.ofa.config import config_from_checkpoint
 from captioner.ofa.generate import GenerationConfig, beam_search
 from captioner.ofa.model import OFA
 from captioner.ofa.preprocess import preprocess
+from captioner.ofa.tiny import tiny_random_model
 from captioner.ofa.tokenizer import CAPTION_PROMPT, OFATokenizer, Tokenizer, caption_text, source_ids
-
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None -> CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """None -> fp16 on CUDA (what the official evaluation used), fp32 on CPU."""
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 class OFACaptioner:
@@ -73,11 +50,7 @@ class OFACaptioner:
         return self._id
 
     def caption(self, images: list[np.ndarray]) -> list[str]:
-        images = check_images(images)
-        out: list[str] = []
-        for i in range(0, len(images), self.batch_size):
-            out.extend(self._caption_batch(images[i : i + self.batch_size]))
-        return out
+        return caption_in_batches(images, self.batch_size, self._caption_batch)
 
     @torch.no_grad()
     def _caption_batch(self, images: list[np.ndarray]) -> list[str]:
@@ -114,8 +87,27 @@ def load_ofa(
     tokenizer = OFATokenizer.from_dir(
         bpe_dir, model.cfg.code_dict_size, model.cfg.num_bins, model.cfg.vocab_size
     )
-    ident = f"ofa({path.name},sha256={_sha256(path)[:12]},{str(dt).removeprefix('torch.')},beam={beam})"
+    ident = f"ofa({path.name},sha256={_sha256(path)[:12]},{dtype_name(dt)},beam={beam})"
     return OFACaptioner(model, tokenizer, ident, batch_size, gen)
+
+
+def preflight_ofa(
+    checkpoint: str | Path | None = None, bpe_dir: str | Path | None = None, **_: object
+) -> int:
+    """Refuse unusable files before any work, with one line: a missing, unreadable, unsafe or non-OFA
+    checkpoint, or a BPE directory without OFA's files. Reads the checkpoint (memory-mapped for .pt; a .pt.xz
+    is decompressed) but builds no model. Returns the model's input size (patch_image_size)."""
+    if checkpoint is None or bpe_dir is None:
+        raise ValueError("captioner 'ofa' needs --checkpoint and --bpe-dir (or use ofa-tiny-random)")
+    if not Path(bpe_dir).is_dir():
+        raise ValueError(f"BPE directory {str(bpe_dir)!r} does not exist or is not a directory")
+    try:
+        ckpt = read_checkpoint(checkpoint)
+        cfg = config_from_checkpoint(checkpoint_args(ckpt), ckpt["model"])
+        OFATokenizer.from_dir(bpe_dir, cfg.code_dict_size, cfg.num_bins, cfg.vocab_size)
+    except (OSError, ValueError, pickle.UnpicklingError) as e:
+        raise ValueError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+    return cfg.patch_image_size
 
 
 def load_tiny_random(
@@ -123,11 +115,18 @@ def load_tiny_random(
     device: str | torch.device | None = "cpu",
     dtype: str | torch.dtype | None = None,
     batch_size: int = 16,
+    beam: int = 5,
+    max_len: int = 16,
 ) -> OFACaptioner:
     """Seeded, untrained tiny OFA with a built-in word vocabulary: real code path, meaningless captions."""
-    from captioner.ofa.tiny import tiny_random_model
-
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     model, tokenizer = tiny_random_model(seed)
-    return OFACaptioner(model.to(dev, dt), tokenizer, f"ofa-tiny-random(untrained,seed={seed})", batch_size)
+    gen = GenerationConfig(beam=beam, max_len=max_len)
+    defaults = (beam, max_len) == (5, 16)  # the id of the default settings stays as it always was
+    ident = (
+        f"ofa-tiny-random(untrained,seed={seed}"
+        + ("" if defaults else f",beam={beam},max_len={max_len}")
+        + ")"
+    )
+    return OFACaptioner(model.to(dev, dt), tokenizer, ident, batch_size, gen)

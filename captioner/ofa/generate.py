@@ -78,7 +78,12 @@ def beam_search(
 def beam_search_encoded(
     model: Seq2Seq, enc: EncoderOut, cfg: GenerationConfig = GenerationConfig()
 ) -> list[list[Hypothesis]]:
-    """Beam search from an encoder output (the decoder half of `beam_search`)."""
+    """Beam search from an encoder output (the decoder half of `beam_search`).
+
+    Longer than our usual function on purpose: one step of this loop is one step of fairseq's
+    SequenceGenerator in the same order (mask, top-2k, finalize EOS, pick the next beams, reorder the
+    cache), which is what the golden parity tests compare; split up, that correspondence is lost.
+    """
     beam = cfg.beam
     dev = enc.x.device
     bsz = enc.x.shape[0]

@@ -1,6 +1,6 @@
 """Image preprocessing of OFA's caption task: RGB, bicubic resize to a square, normalise with mean = std = 0.5.
 
-We resize with PIL, not torch.nn.functional.interpolate: OFA applies torchvision's Resize to PIL images, which
+We resize with PIL (`captioner.images.squash`), not torch.nn.functional.interpolate: OFA applies torchvision's Resize to PIL images, which
 calls PIL's `resize(BICUBIC)` (a separable filter that also anti-aliases when shrinking), so PIL reproduces
 OFA's input exactly. `interpolate(mode="bicubic", antialias=True)` is close but not bit-identical, and the
 caption model was trained on PIL's output.
@@ -14,19 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from PIL import Image
 
-from captioner.images import check_image
+from captioner.images import check_image, squash
 
 RESIZE_THREADS = min(8, os.cpu_count() or 1)
-
-
-def resize_uint8(image: np.ndarray, size: int) -> np.ndarray:
-    """Bicubic (PIL) resize of an H x W x 3 uint8 image to size x size; the aspect ratio is not kept (as OFA)."""
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    pil = Image.fromarray(np.ascontiguousarray(image))  # H x W x 3 uint8 is RGB
-    return np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC))
 
 
 def normalize(batch_uint8: torch.Tensor) -> torch.Tensor:
@@ -46,7 +37,7 @@ def preprocess(images: Sequence[np.ndarray], size: int, device: str | torch.devi
     checked = [check_image(im, i) for i, im in enumerate(images)]
     if len(checked) > 1:
         with ThreadPoolExecutor(max_workers=min(len(checked), RESIZE_THREADS)) as pool:
-            resized = list(pool.map(lambda im: resize_uint8(im, size), checked))
+            resized = list(pool.map(lambda im: squash(im, size), checked))
     else:
-        resized = [resize_uint8(im, size) for im in checked]
+        resized = [squash(im, size) for im in checked]
     return normalize(torch.from_numpy(np.stack(resized)).to(device))

@@ -1,7 +1,7 @@
 """Downstream text-video retrieval data: annotation loaders, video lookup, frame decoding, train loader.
 
-Every loader reads a benchmark's public annotation format (HDVILA.md §2) and returns one canonical
-``RetrievalSet``: a list of videos, each with its texts. How the texts become queries is the ``mode``:
+Every loader reads a benchmark's public annotation files through ``pipeline.annotations`` (the readers the
+NMI analysis uses too) and returns one canonical ``RetrievalSet``: a list of videos, each with its texts. How the texts become queries is the ``mode``:
 
 - ``"sentence"``: one query per text (MSR-VTT 1k-A has exactly one; DiDeMo/ActivityNet in sentence mode
   have several per video and are scored with the multi-caption protocol).
@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
 import os
 import random
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,16 @@ from typing import Any
 import torch
 import yaml
 
+from pipeline.annotations import (
+    VIDEO_EXTENSIONS,
+    AnnotationError,
+    Annotations,
+    detect_format,
+    group_by_video,
+    join_paragraph,
+    read_annotations,
+    read_ids,
+)
 from pipeline.cli import UserError, existing_dir, existing_file, output_dir, run_cli
 from trainer.config import Mode, RetrievalDataConfig, default_mode, load_config, retrieval_config
 from trainer.data.batch import Batch
@@ -39,6 +47,11 @@ from trainer.data.frames import VideoDecodeError, decode_frames, load_clip
 log = logging.getLogger(__name__)
 
 DATASETS = ("msrvtt", "didemo", "lsmdc", "activitynet", "msvd")
+
+
+class RetrievalDataError(ValueError):
+    """The retrieval data set-up is wrong (a role unset, an unknown dataset or mode, no training video):
+    one line; the CLIs print it and exit 2. Unreadable files raise AnnotationError (also one line)."""
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -75,90 +88,58 @@ class RetrievalSet:
         return texts, owner
 
 
-def join_paragraph(sentences: Sequence[str]) -> str:
-    """Sentences of one video joined with a single space, in annotation order (CLIP4Clip's join)."""
-    return " ".join(s.strip() for s in sentences if s.strip())
+LIST = "caption_list_json"  # the retrieval list form, accepted wherever a benchmark json is
+
+# --------------------------------------------------------------------------------------- annotations
+# Every file is read by pipeline.annotations (one reader per format, shared with the NMI analysis);
+# here the records become the benchmark's videos.
 
 
-def _clean(text: str) -> str:
-    return " ".join(str(text).split())
+def _read(path: Path, formats: tuple[str, ...], **options: Any) -> Annotations:
+    """Read `path` if its (detected) format is one of `formats`; anything else is an AnnotationError
+    naming the file, the formats this role takes and the one found."""
+    found = detect_format(path)
+    if found not in formats:
+        raise AnnotationError(path, f"{' or '.join(formats)} is expected here", f"a {found} file")
+    return read_annotations(path, found, **options)
 
 
-def _group(pairs: Sequence[tuple[str, str]]) -> list[VideoEntry]:
-    """Group (video key, text) pairs by video, keeping first-appearance order of videos and texts."""
-    by_key: dict[str, VideoEntry] = {}
-    for key, text in pairs:
-        entry = by_key.setdefault(key, VideoEntry(key=key, texts=[]))
-        entry.texts.append(text)
-    return list(by_key.values())
+def _skipped(ann: Annotations) -> list[str]:
+    """What the reader skipped, located where it can be."""
+    out = [f"{ann.path}: {p}" for p in ann.problems]
+    if ann.malformed > len(ann.problems):
+        out.append(f"{ann.path}: {ann.malformed - len(ann.problems)} more malformed record(s)")
+    if ann.empty:
+        out.append(f"{ann.path}: {ann.empty} record(s) with empty text")
+    return out
 
 
-# ------------------------------------------------------------------------------------ table reading
-
-
-def read_table(path: Path, *, header: bool | None = None) -> tuple[list[str] | None, list[list[str]]]:
-    """Rows of a delimited text file; sniffs ``,`` / ``;`` / tab, accepts a UTF-8 BOM and CRLF/CR newlines.
-
-    ``header=None`` treats the first row as a header when it contains no digit-bearing cell that looks like
-    data (MSR-VTT headers are ``key,vid_key,video_id,sentence`` or ``video_id``; LSMDC has none).
-    """
-    raw = Path(path).read_bytes().decode("utf-8-sig")
-    text = raw.replace("\r\n", "\n").replace("\r", "\n")
-    lines = [ln for ln in text.split("\n") if ln.strip()]
-    if not lines:
-        return None, []
-    first = lines[0]
-    delim = max(("\t", ";", ","), key=lambda d: (first.count(d), d == ","))
-    if first.count(delim) == 0:
-        delim = ","
-    rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delim))
-    rows = [[c.strip() for c in r] for r in rows]
-    if header is None:
-        header = not any(re.search(r"\d", c) for c in rows[0])
-    if header:
-        return [c.lower() for c in rows[0]], rows[1:]
-    return None, rows
-
-
-def _column(head: list[str] | None, name: str, default: int) -> int:
-    if head is not None and name in head:
-        return head.index(name)
-    return default
-
-
-# --------------------------------------------------------------------------------------------- MSR-VTT
+def _videos(ann: Annotations, order: Sequence[str] | None = None) -> tuple[list[VideoEntry], list[str]]:
+    """One entry per video (first-appearance order, or `order`), texts in file order, plus skips."""
+    grouped = group_by_video(ann.records)
+    if "" in grouped:
+        raise AnnotationError(
+            ann.path, f"{ann.format} records that name their video", "records without a video id"
+        )
+    keys = list(grouped) if order is None else [k for k in dict.fromkeys(order) if k in grouped]
+    skipped = _skipped(ann)
+    if order is not None:
+        skipped += [f"{k}: no caption in {ann.path}" for k in dict.fromkeys(order) if k not in grouped]
+    return [VideoEntry(k, [r.text for r in grouped[k]]) for k in keys], skipped
 
 
 def load_msrvtt_test(csv_path: Path, split: str = "test") -> RetrievalSet:
     """MSR-VTT 1k-A (``MSRVTT_JSFUSION_test.csv``: ``key,vid_key,video_id,sentence``), or our validation csv
     in the same format. One sentence per row; rows of the same video are grouped."""
-    head, rows = read_table(Path(csv_path))
-    vcol, scol = _column(head, "video_id", 2), _column(head, "sentence", 3)
-    pairs, skipped = [], []
-    for n, r in enumerate(rows, start=2 if head else 1):
-        if len(r) <= max(vcol, scol) or not r[vcol] or not r[scol]:
-            skipped.append(f"{csv_path}:{n}: expected video_id and sentence columns, got {r!r}")
-            continue
-        pairs.append((Path(r[vcol]).stem, _clean(r[scol])))
-    return RetrievalSet("msrvtt", split, _group(pairs), "sentence", skipped)
+    videos, skipped = _videos(_read(Path(csv_path), ("msrvtt_csv", LIST)))
+    return RetrievalSet("msrvtt", split, videos, "sentence", skipped)
 
 
 def load_msrvtt_train(ids_csv: Path, data_json: Path) -> RetrievalSet:
     """MSR-VTT training videos (``MSRVTT_train.9k.csv``, column ``video_id``) with all their captions from
-    ``MSRVTT_data.json`` (``sentences[]``: ``video_id``, ``caption``); training samples one per step."""
-    head, rows = read_table(Path(ids_csv))
-    vcol = _column(head, "video_id", 0)
-    ids = [Path(r[vcol]).stem for r in rows if len(r) > vcol and r[vcol]]
-    data = json.loads(Path(data_json).read_text(encoding="utf-8-sig"))
-    captions: dict[str, list[str]] = {}
-    for s in data.get("sentences", []):
-        captions.setdefault(str(s["video_id"]), []).append(_clean(s["caption"]))
-    videos, skipped = [], []
-    for vid in dict.fromkeys(ids):
-        if captions.get(vid):
-            videos.append(VideoEntry(vid, captions[vid]))
-        else:
-            skipped.append(f"{vid}: no caption in {data_json}")
+    ``MSRVTT_data.json`` (or the list form); training samples one per step."""
+    ids = read_ids(Path(ids_csv), "msrvtt_ids")
+    videos, skipped = _videos(_read(Path(data_json), ("msrvtt_json", LIST)), ids)
     return RetrievalSet("msrvtt", "train", videos, "sentence", skipped)
 
 
@@ -167,99 +148,39 @@ def load_msrvtt_captions(
 ) -> RetrievalSet:
     """All captions of ``ids`` (or of the json's videos whose ``split`` field matches) from
     ``MSRVTT_data.json``: the multi-caption ("MSR-VTT full") protocol."""
-    data = json.loads(Path(data_json).read_text(encoding="utf-8-sig"))
-    if ids is None:
-        ids = [str(v["video_id"]) for v in data.get("videos", []) if v.get("split") == split]
-    wanted = dict.fromkeys(ids)
-    pairs = [(str(s["video_id"]), _clean(s["caption"])) for s in data.get("sentences", [])]
-    grouped = {v.key: v for v in _group([p for p in pairs if p[0] in wanted])}
-    videos = [grouped[k] for k in wanted if k in grouped]
-    skipped = [f"{k}: no caption" for k in wanted if k not in grouped]
+    ann = _read(Path(data_json), ("msrvtt_json", LIST), **({} if ids is not None else {"split": split}))
+    videos, skipped = _videos(ann, ids)
     return RetrievalSet("msrvtt", split, videos, "sentence", skipped)
 
 
-# --------------------------------------------------------------------------------------------- DiDeMo
-
-
 def load_didemo(json_path: Path, split: str = "test", mode: Mode = "paragraph") -> RetrievalSet:
-    """LocalizingMoments ``{train,val,test}_data.json``. Paragraph mode (the benchmark) joins a video's
-    descriptions; the span is the whole video ([0, 31] s in CLIP4Clip, i.e. every 5-s segment)."""
-    items = json.loads(Path(json_path).read_text(encoding="utf-8-sig"))
-    pairs, skipped = [], []
-    for n, it in enumerate(items):
-        video, desc = it.get("video"), it.get("description")
-        if not video or not isinstance(desc, str) or not desc.strip():
-            skipped.append(f"{json_path}[{n}]: missing video or description")
-            continue
-        # Names look like '<owner>_<id>_<secret>.mov'; 53 val names have no extension -> resolve by stem.
-        pairs.append((_strip_video_ext(str(video)), _clean(desc)))
-    return RetrievalSet("didemo", split, _group(pairs), mode, skipped)
-
-
-_VIDEO_EXTS = {
-    ".mp4", ".mov", ".avi", ".mpg", ".mpeg", ".m4v", ".3gp", ".wmv", ".3g2", ".mts", ".m2ts", ".mkv", ".webm",
-    ".flv",
-}  # fmt: skip
-
-
-def _strip_video_ext(name: str) -> str:
-    p = Path(name)
-    return p.stem if p.suffix.lower() in _VIDEO_EXTS else p.name
-
-
-# ---------------------------------------------------------------------------------------------- LSMDC
+    """DiDeMo ``{train,val,test}_data.json`` (or the paragraph list form). Paragraph mode (the benchmark)
+    joins a video's descriptions over the whole video; a video listed under two names is one video."""
+    videos, skipped = _videos(_read(Path(json_path), ("didemo_json", LIST)))
+    return RetrievalSet("didemo", split, videos, mode, skipped)
 
 
 def load_lsmdc(path: Path, split: str = "test") -> RetrievalSet:
-    """LSMDC (``LSMDC16_challenge_1000_publictect.csv`` for the 1k test, ``LSMDC16_annos_training.csv`` for
-    training): tab-separated despite the name, no header, 6 columns, clip id first and sentence last."""
-    _, rows = read_table(Path(path), header=False)
-    pairs, skipped = [], []
-    for n, r in enumerate(rows, start=1):
-        if len(r) < 2 or not r[0] or not r[-1]:
-            skipped.append(f"{path}:{n}: expected clip id ... sentence, got {r!r}")
-            continue
-        pairs.append((_strip_video_ext(r[0]), _clean(r[-1])))
-    return RetrievalSet("lsmdc", split, _group(pairs), "sentence", skipped)
-
-
-# ----------------------------------------------------------------------------------------- ActivityNet
+    """LSMDC (``LSMDC16_challenge_1000_publictect.csv``: tab-separated despite the name, no header, clip id
+    first and sentence last; or the json list form)."""
+    videos, skipped = _videos(_read(Path(path), ("lsmdc_tsv", LIST)))
+    return RetrievalSet("lsmdc", split, videos, "sentence", skipped)
 
 
 def load_activitynet(
     json_path: Path, split: str = "val1", mode: Mode = "paragraph", ids_json: Path | None = None
 ) -> RetrievalSet:
-    """ActivityNet Captions (``train.json`` / ``val_1.json``: ``{"v_<id>": {duration, timestamps,
-    sentences}}``). Paragraph mode joins the stripped sentences over the whole video ([0, duration])."""
-    data = json.loads(Path(json_path).read_text(encoding="utf-8-sig"))
-    keys = list(data)
-    if ids_json is not None:
-        keys = [k for k in json.loads(Path(ids_json).read_text(encoding="utf-8-sig")) if k in data]
-    videos, skipped = [], []
-    for k in keys:
-        rec = data[k]
-        sents = [_clean(s) for s in rec.get("sentences", []) if isinstance(s, str) and s.strip()]
-        if not sents:
-            skipped.append(f"{k}: no sentences")
-            continue
-        videos.append(VideoEntry(_strip_video_ext(k), sents))
+    """ActivityNet Captions (``train.json`` / ``val_1.json``, or the paragraph list form); paragraph mode
+    joins the sentences over the whole video. ``ids_json`` (``val_ids.json``) picks and orders videos."""
+    ids = read_ids(Path(ids_json)) if ids_json is not None else None
+    videos, skipped = _videos(_read(Path(json_path), ("activitynet_json", LIST)), ids)
     return RetrievalSet("activitynet", split, videos, mode, skipped)
-
-
-# ----------------------------------------------------------------------------------------------- MSVD
 
 
 def load_msvd(captions_json: Path, list_txt: Path, split: str = "test") -> RetrievalSet:
     """MSVD (``captions_msvd.json``: clip id -> captions; ``{split}_list.txt``): multi-caption protocol."""
-    caps = json.loads(Path(captions_json).read_text(encoding="utf-8-sig"))
-    ids = [ln.strip() for ln in Path(list_txt).read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
-    videos, skipped = [], []
-    for k in ids:
-        texts = [_clean(t) for t in caps.get(k, []) if str(t).strip()]
-        if texts:
-            videos.append(VideoEntry(k, texts))
-        else:
-            skipped.append(f"{k}: no caption")
+    ids = read_ids(Path(list_txt), "id_list")
+    videos, skipped = _videos(_read(Path(captions_json), ("msvd_json",)), ids)
     return RetrievalSet("msvd", split, videos, "sentence", skipped)
 
 
@@ -279,7 +200,9 @@ def index_videos(root: Path) -> dict[str, Path]:
             p = Path(dirpath) / name
             for key in {p.stem, p.name}:
                 old = found.get(key)
-                if old is None or (p.suffix.lower() in _VIDEO_EXTS and old.suffix.lower() not in _VIDEO_EXTS):
+                if old is None or (
+                    p.suffix.lower() in VIDEO_EXTENSIONS and old.suffix.lower() not in VIDEO_EXTENSIONS
+                ):
                     found[key] = p
     return found
 
@@ -321,11 +244,11 @@ def load_split(cfg: RetrievalDataConfig, split: str) -> RetrievalSet:
     ds = cfg.dataset.lower()
     mode = cfg.mode or default_mode(ds)
     if mode not in ("sentence", "paragraph"):
-        raise ValueError(f"mode must be 'sentence' or 'paragraph', got {mode!r}")
+        raise RetrievalDataError(f"mode must be 'sentence' or 'paragraph', got {mode!r}")
 
     def need(role: str) -> Path:
         if not a.get(role):
-            raise ValueError(f"{ds} {split}: annotations.{role} is not set (have {sorted(a)})")
+            raise RetrievalDataError(f"{ds} {split}: annotations.{role} is not set (have {sorted(a)})")
         return Path(a[role])
 
     if ds == "msrvtt":
@@ -333,8 +256,7 @@ def load_split(cfg: RetrievalDataConfig, split: str) -> RetrievalSet:
             return load_msrvtt_train(need("train_ids"), need("data_json"))
         if a.get(f"{split}_csv"):
             return load_msrvtt_test(need(f"{split}_csv"), split)
-        _, rows = read_table(need(f"{split}_ids"))
-        return load_msrvtt_captions(need("data_json"), [Path(r[0]).stem for r in rows if r], split)
+        return load_msrvtt_captions(need("data_json"), read_ids(need(f"{split}_ids"), "msrvtt_ids"), split)
     if ds == "didemo":
         return load_didemo(need(f"{split}_json"), split, mode)
     if ds == "lsmdc":
@@ -344,7 +266,7 @@ def load_split(cfg: RetrievalDataConfig, split: str) -> RetrievalSet:
         return load_activitynet(need(f"{split}_json"), split, mode, ids)
     if ds == "msvd":
         return load_msvd(need("captions_json"), need(f"{split}_list"), split)
-    raise ValueError(f"unknown dataset {cfg.dataset!r}; expected one of {DATASETS}")
+    raise RetrievalDataError(f"unknown dataset {cfg.dataset!r}; expected one of {DATASETS}")
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -421,7 +343,7 @@ def build_train_loader(cfg: Any, tokenizer: Any, rank: int, world_size: int) -> 
     rset = load_split(rcfg, "train")
     res = resolve_videos(rset, Path(rcfg.videos))
     if not res.videos:
-        raise FileNotFoundError(f"no training video of {rcfg.dataset} found under {rcfg.videos}")
+        raise RetrievalDataError(f"no training video of {rcfg.dataset} found under {rcfg.videos}")
     log.info("train %s: %d videos (%d missing, %d annotation rows skipped)", rcfg.dataset, len(res.videos),
              len(res.missing), len(rset.skipped))  # fmt: skip
     ds = RetrievalTrainDataset(RetrievalSet(rset.dataset, "train", res.videos, rset.mode), res.paths, rcfg,
@@ -510,23 +432,23 @@ def _main(argv: Sequence[str] | None) -> int:
     c.add_argument("--decode", action="store_true", help="also decode every video (slow)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.cmd == "msrvtt-holdout":
-        existing_file(args.train_ids, "--train-ids")
-        existing_file(args.data_json, "--data-json")
-        output_dir(args.out)
-        tr, va = msrvtt_holdout(args.train_ids, args.data_json, args.out, args.num_val, args.seed)
-        print(f"wrote {tr} and {va}")
-        return 0
-    existing_file(args.config, "--config")
-    try:
+    try:  # a wrong annotation file, role or videos root is one line, not a traceback
+        if args.cmd == "msrvtt-holdout":
+            existing_file(args.train_ids, "--train-ids")
+            existing_file(args.data_json, "--data-json")
+            output_dir(args.out)
+            tr, va = msrvtt_holdout(args.train_ids, args.data_json, args.out, args.num_val, args.seed)
+            print(f"wrote {tr} and {va}")
+            return 0
+        existing_file(args.config, "--config")
         ecfg = load_config(args.config).eval
-    except (ValueError, TypeError, yaml.YAMLError) as e:
-        raise UserError(f"{args.config}: {' '.join(str(e).split())}") from None
-    existing_dir(ecfg.videos, "eval.videos")
-    for role, ann in ecfg.annotations.items():
-        existing_file(ann, f"eval.annotations.{role}")
-    rset = load_split(ecfg, args.split)
-    res = resolve_videos(rset, Path(ecfg.videos))
+        existing_dir(ecfg.videos, "eval.videos")
+        for role, ann in ecfg.annotations.items():
+            existing_file(ann, f"eval.annotations.{role}")
+        rset = load_split(ecfg, args.split)
+        res = resolve_videos(rset, Path(ecfg.videos))
+    except (ValueError, TypeError, FileNotFoundError, yaml.YAMLError) as e:
+        raise UserError(" ".join(str(e).split())) from None
     bad = 0
     if args.decode:
         for path in res.paths:
@@ -537,7 +459,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 print(f"undecodable: {path}: {e}")
     texts, _ = rset.queries()
     print(f"{rset.dataset}/{args.split} ({rset.mode}): {len(rset.videos)} videos, {len(texts)} queries, "
-          f"{len(res.missing)} missing, {bad} undecodable, {len(rset.skipped)} annotation rows skipped")  # fmt: skip
+          f"{len(res.missing)} missing, {bad} undecodable, {len(rset.skipped)} annotation problems")  # fmt: skip
     for m in res.missing[:20]:
         print(f"missing: {m}")
     return 0 if res.videos else 1

@@ -27,6 +27,15 @@ from trainer.eval.metrics import METRIC_KEYS, dsl, multi_caption_metrics, retrie
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MIN_VIDEOS_PRESENT = 1.0  # report a split's metrics only when every one of its videos was evaluated
+# The flat result keys: every metric, and the n it was measured on next to the split's n.
+FLAT_METRIC_KEYS = tuple(
+    f"{prefix}{direction}_{k}"
+    for prefix in ("", "dsl_")
+    for direction in ("t2v", "v2t")
+    for k in (*METRIC_KEYS, "n", "n_split")
+)
+
 
 # --------------------------------------------------------------------------------------------- decoding
 
@@ -146,7 +155,7 @@ def evaluate_model(
         # Frames are squashed to the model's input size whatever the config says.
         cfg = replace(cfg, image_size=int(vision.image_size))
     rset = load_split(cfg, cfg.split)
-    total_queries = len(rset.queries()[0])
+    total_queries, split_videos = len(rset.queries()[0]), len(rset.videos)
     if cfg.max_videos > 0:
         rset = RetrievalSet(rset.dataset, rset.split, rset.videos[: cfg.max_videos], rset.mode, rset.skipped)
     was_training = model.training
@@ -165,6 +174,7 @@ def evaluate_model(
         "split": rset.split,
         "mode": rset.mode,
         "num_frames": cfg.num_frames,
+        "videos_split": split_videos,  # the whole split; videos_total is what was tried (max_videos)
         "videos_total": len(rset.videos),
         "videos_missing": len(enc.missing),
         "videos_failed": len(enc.failed),
@@ -180,12 +190,54 @@ def evaluate_model(
         return result
     sim = text_features @ enc.video_features.T
     metrics = score(sim, owner, cfg.dsl_temperature)
+    # Every metric carries the n it was measured on and the n of the split: queries for text->video,
+    # videos for video->text.
+    sizes = {"t2v": (len(sel), total_queries), "v2t": (len(enc.kept), split_videos)}
     result["metrics"] = metrics
     for variant, prefix in (("plain", ""), ("dsl", "dsl_")):
         for direction in ("t2v", "v2t"):
-            for k in METRIC_KEYS:
+            metrics[variant][direction]["n"], metrics[variant][direction]["n_split"] = sizes[direction]
+            for k in (*METRIC_KEYS, "n", "n_split"):
                 result[f"{prefix}{direction}_{k}"] = metrics[variant][direction][k]
     return result
+
+
+def preflight(eval_cfg: Any, floor: float) -> str | None:
+    """Read the split's annotations and look its videos up (no decoding) before any model is built; why
+    the split cannot be reported at ``floor``, or None. Unreadable annotations raise AnnotationError."""
+    cfg = eval_config(eval_cfg)
+    if not cfg.videos:
+        return f"{cfg.dataset}/{cfg.split}: eval.videos (the videos root) is not set"
+    rset = load_split(cfg, cfg.split)
+    if not rset.videos:
+        return f"{cfg.dataset}/{cfg.split}: the annotations name no video ({'; '.join(rset.skipped[:3])})"
+    total = len(rset.videos)  # the split's, as presence_refusal counts after the evaluation
+    if cfg.max_videos > 0:
+        rset = RetrievalSet(rset.dataset, rset.split, rset.videos[: cfg.max_videos], rset.mode, rset.skipped)
+    res = resolve_videos(rset, Path(cfg.videos))
+    n = len(res.videos)
+    if n / total >= floor:
+        return None
+    return (
+        f"{cfg.dataset}/{cfg.split}: only {n} of {total} videos found under {cfg.videos} (missing e.g. "
+        f"{', '.join(res.missing[:3])}); pass --min-videos-present {n / total:.3f} (or lower) to evaluate "
+        f"on the videos that are there"
+    )
+
+
+def presence_refusal(result: dict[str, Any], floor: float) -> str | None:
+    """Why metrics must not be reported: fewer of the split's videos evaluated than ``floor`` (a fraction;
+    1.0 = every video). None when the result may be reported."""
+    n, total = result["videos_evaluated"], result["videos_split"]
+    if total and n / total >= floor:
+        return None
+    return (
+        f"{result['dataset']}/{result['split']}: only {n} of the split's {total} videos were evaluated "
+        f"({result['videos_missing']} missing, {result['videos_failed']} undecodable, "
+        f"{total - result['videos_total']} left out by max_videos); metrics on part of a split are not the "
+        f"benchmark's. Pass --min-videos-present {max(n / total, 0.0) if total else 0:.3f} (or lower) to "
+        f"report them anyway"
+    )
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -195,12 +247,14 @@ def format_table(result: dict[str, Any]) -> str:
             f"({result['videos_missing']} missing, {result['videos_failed']} undecodable)")  # fmt: skip
     if not result.get("metrics"):
         return head + "\n(no metrics: nothing evaluated)"
-    lines = [head, f"{'':<20}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'MdR':>7}{'MnR':>8}"]
+    lines = [head, f"{'':<20}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'MdR':>7}{'MnR':>8}  n (evaluated/split)"]
     for variant in ("plain", "dsl"):
         for direction, label in (("t2v", "text->video"), ("v2t", "video->text")):
             m = result["metrics"][variant][direction]
             name = label + (" +DSL" if variant == "dsl" else "")
+            what = "queries" if direction == "t2v" else "videos"
             lines.append(
                 f"{name:<20}{m['R1']:>7.1f}{m['R5']:>7.1f}{m['R10']:>7.1f}{m['MdR']:>7.1f}{m['MnR']:>8.1f}"
+                f"  {m['n']}/{m['n_split']} {what}"
             )
     return "\n".join(lines)
