@@ -97,7 +97,7 @@ def test_evaluate_refuses_bad_input_before_evaluating(eval_args: list[str], tmp_
         run_entry([*eval_args, "--checkpoint", rnd]), "a binary file of 4096 bytes, not a checkpoint"
     )
     assert_refused(run_entry([*eval_args, "--out", tmp_path]), "--out must be a file name")
-    assert_refused(run_entry([*eval_args, "--videos", tmp_path / "none"]), "eval.videos not found")
+    assert_refused(run_entry([*eval_args, "--videos", tmp_path / "none"]), "is not a directory")
     assert tree(tmp_path) == {"random.pt"}
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from pipeline.atomic import write_text_atomic
-from pipeline.cli import UserError, existing_dir, output_file, run_cli
+from pipeline.cli import UserError, output_file, run_cli
 from trainer.checks import check_checkpoint, check_tokenizer_dir, load_config_checked
 from trainer.eval.retrieval import (
     DEFAULT_MIN_VIDEOS_PRESENT,
@@ -112,8 +112,6 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError(f"--min-videos-present is a fraction in [0, 1], not {args.min_videos_present}")
     if args.out is not None:
         output_file(args.out, "--out")
-    if ecfg.videos:
-        existing_dir(ecfg.videos, "eval.videos")
     try:  # before any model is built: the annotation files, the videos root, the videos present
         problem = preflight(ecfg, args.min_videos_present)
     except (ValueError, FileNotFoundError) as e:  # AnnotationError is a ValueError: one line
