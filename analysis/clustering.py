@@ -34,6 +34,9 @@ def kmeans_labels(x: np.ndarray, seed: int, cfg: KMeansConfig = KMeansConfig()) 
     x = np.ascontiguousarray(x, dtype=np.float32)
     seed = int(seed) % (2**31 - 1)
     if cfg.backend == "faiss":
+        # faiss tries its AVX512 builds first and logs the failed import (an INFO line that reads like a
+        # ModuleNotFoundError) before it loads the generic build, which is the one this wheel runs.
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
         import faiss
 
         km = faiss.Kmeans(

@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ import captioner  # noqa: E402  (imports no model code)
 from captioner.options import add_captioner_options, captioner_options  # noqa: E402
 from jobs import caption_stages  # noqa: E402
 from jobs.shard_stream import Progress, StreamConfig, estimate_shard_bytes, run_stream  # noqa: E402
+from pipeline.cli import UserError, run_cli, show_defaults  # noqa: E402
 from pipeline.extract import LockedError, lock_output, shards_to_do  # noqa: E402
+from pipeline.inputs import check_extract_inputs  # noqa: E402
 from pipeline.metadata import open_subtitles  # noqa: E402
 from pipeline.plan import (  # noqa: E402
     DECODERS,
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=_STREAM.max_inflight,
         help="shards in flight (0: from the cluster)",
     )
-    return p
+    return show_defaults(p)
 
 
 def caption_input_size(args: argparse.Namespace, stated: int | None) -> int:
@@ -203,14 +206,24 @@ def stream_config(
     )
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """UserError (one line) for a bad extraction argument or input, before Ray starts or OUT is made.
+    The captioner's own arguments are checked by the captioner package."""
+    try:
+        extract_options(args).validate()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    check_extract_inputs(args.metadata, args.videos, args.layout, args.out, args.subtitles)
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     out = Path(args.out)
+    check_args(args)
     try:  # in the driver, before the output is touched or Ray (and so any captioner actor) starts
         cap_options, caption_size = check_captioner(args)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UserError(str(e)) from None
     try:
         lock = lock_output(out)  # one writer per output directory (released by the OS if the job is killed)
     except LockedError as e:
@@ -307,6 +320,11 @@ def _run_locked(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 done, 1 some shard unwritten, 2 a user error (one line), 130 interrupted."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # Workers get the stage code by value, so they need no copy of jobs/ on their path.
     ray.cloudpickle.register_pickle_by_value(caption_stages)

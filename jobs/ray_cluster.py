@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # The interpreter running this module; its bin dir goes first on PATH so `ray start` and the job
-# entrypoint's `python` are the project's venv (ENVIRONMENT.md §4.4).
+# entrypoint's `python` are the project's venv (docs/JOB.md).
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -34,7 +34,7 @@ def free_port() -> int:
 def loopback_env(home: Path | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for a single-node Ray that talks only over 127.0.0.1, without token auth.
 
-    - RAY_AUTH_MODE=disabled: option A of ENVIRONMENT.md §4.1 (tests and demo only; production keeps
+    - RAY_AUTH_MODE=disabled: tests and demo only (docs/JOB.md "Starting a cluster"; production keeps
       token auth and sets RAY_AUTH_MODE=token in every job client, see docs/JOB.md).
     - RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: Ray rewrites `--node-ip-address 127.0.0.1` to the host's
       routable IP; with this flag off it keeps the loopback IP for every component (single node only).

@@ -9,7 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.cli import UserError, run_cli, show_defaults
 from pipeline.extract import ExtractArgs, LockedError, run_extract
+from pipeline.inputs import check_extract_inputs
 from pipeline.plan import DECODERS, LAYOUTS, ExtractOptions, PlanMismatchError
 
 _D = ExtractOptions()
@@ -21,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("extract", help="extract middle/sampled frames into Parquet + WebDataset shards")
     ex.add_argument("--metadata", nargs="+", required=True, help="HD-VILA jsonl part files or globs")
     ex.add_argument("--videos", type=Path, required=True, help="video root (see --layout)")
-    ex.add_argument("--layout", choices=LAYOUTS, default=_D.layout)
-    ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument("--layout", choices=LAYOUTS, default=_D.layout, help="full videos or cut clips")
+    ex.add_argument("--out", type=Path, required=True, help="output directory (CONTRACTS §3)")
     ex.add_argument(
         "--subtitles",
         type=Path,
@@ -30,25 +32,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="jsonl or parquet of {clip_id, text}, or a folder of <video_id>.vtt/.srt files (cut by clip span)",
     )
     ex.add_argument("--frames", type=int, default=_D.frames, help="sampled frames per clip (0: middle only)")
-    ex.add_argument("--frame-size", type=int, default=_D.frame_size)
-    ex.add_argument("--shard-size", type=int, default=_D.shard_size)
-    ex.add_argument("--workers", type=int, default=_D.workers)
-    ex.add_argument("--decoder", choices=DECODERS, default=_D.decoder)
+    ex.add_argument("--frame-size", type=int, default=_D.frame_size, help="stored frame side (squashed)")
+    ex.add_argument("--shard-size", type=int, default=_D.shard_size, help="clips per shard")
+    ex.add_argument("--workers", type=int, default=_D.workers, help="decoding processes")
+    ex.add_argument("--decoder", choices=DECODERS, default=_D.decoder, help="primary decoder")
     ex.add_argument("--store-video", action="store_true", help="also store K.mp4 (3 fps, short side 240)")
     ex.add_argument(
         "--retry-failed", action="store_true", help="redo only the failed clips of complete shards"
     )
     ex.add_argument("--overwrite", action="store_true", help="discard previous outputs and start over")
-    ex.add_argument("--no-progress", action="store_true")
-    return ap
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return show_defaults(ap)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI: exit status 0 done, 1 some shard failed to write, 2 a user error, 130 interrupted."""
+    return run_cli(_extract, argv)
+
+
+def _extract(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     options = ExtractOptions.from_args(args)
     try:
         options.validate()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    check_extract_inputs(args.metadata, args.videos, options.layout, args.out, args.subtitles)
+    try:
         summary = run_extract(
             ExtractArgs(
                 metadata=args.metadata,
@@ -61,9 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=not args.no_progress,
             )
         )
-    except (PlanMismatchError, LockedError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (PlanMismatchError, LockedError) as e:
+        raise UserError(str(e)) from None
     print(json.dumps({k: summary[k] for k in ("complete", "total_clips", "counts", "wall_s", "clips_per_s")}))
     return 0 if summary["complete"] and not summary["shard_errors"] else 1
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipeline.cli import sigint_ignored, stop_pool_on_interrupt
 from pipeline.decode import ClipResult, FrameSpec, decode_video_clips
 from pipeline.metadata import ClipRow, SubtitleStore, open_subtitles
 from pipeline.plan import ExtractOptions, Plan, ShardSpec, iter_shards, load_or_create_plan
@@ -322,7 +323,11 @@ def _run_pool(
     processed = 0
     workers = args.options.workers
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(q,)) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(q,))
+        with sigint_ignored():  # each submit starts a worker until there are `workers`
+            for _ in range(workers):
+                pool.submit(os.getpid)
+        with pool, stop_pool_on_interrupt(pool):
             pending: dict[Future, ShardSpec] = {}
 
             def reap(block: bool) -> None:

@@ -2,7 +2,11 @@
 
 Shard `i` holds the clips with global metadata index in [i * shard_size, (i + 1) * shard_size), so
 every rerun and every machine agrees on the assignment. `OUT/plan.json` records inputs and options;
-a rerun whose inputs or options differ is refused unless `overwrite=True`.
+a rerun whose inputs or options differ is refused unless `overwrite=True`. Inputs are compared by
+content, not location: metadata and subtitle files by size and head/tail hash, and the videos root not
+at all (it is too large to fingerprint; the drivers check that it holds the named videos before
+planning). So a corpus that moved or is mounted elsewhere resumes, and plan.json then records where
+the inputs are now.
 """
 
 from __future__ import annotations
@@ -140,6 +144,18 @@ def _inputs(metadata: list[str], files: list[str], videos: str, subtitles: str |
     }
 
 
+def _content(inputs: dict[str, Any]) -> dict[str, Any]:
+    """What a rerun must keep: the metadata and subtitle contents (patterns and paths may change)."""
+
+    def strip(fp: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if fp is None else {k: v for k, v in fp.items() if k != "path"}
+
+    return {
+        "metadata_files": [strip(f) for f in inputs["metadata_files"]],
+        "subtitles": strip(inputs.get("subtitles")),
+    }
+
+
 def _describe_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     diffs = []
     for section in ("inputs", "options"):
@@ -171,14 +187,15 @@ def load_or_create_plan(
     if plan_path.exists() and not overwrite:
         old = json.loads(plan_path.read_text())
         new = {"inputs": _inputs(patterns, files, str(videos_root), subs), "options": options.recorded()}
-        # The patterns are compared through the files they resolve to.
-        old_cmp = {"inputs": {**old["inputs"], "metadata": None}, "options": old["options"]}
-        new_cmp = {"inputs": {**new["inputs"], "metadata": None}, "options": new["options"]}
+        old_cmp = {"inputs": _content(old["inputs"]), "options": old["options"]}
+        new_cmp = {"inputs": _content(new["inputs"]), "options": new["options"]}
         if old_cmp != new_cmp:
             raise PlanMismatchError(
                 f"{plan_path} was made with other inputs or options ({_describe_diff(old_cmp, new_cmp)}); "
                 "rerun with the same ones, or pass --overwrite to start over"
             )
+        if old["inputs"] != new["inputs"]:  # the same content elsewhere: record where it is now
+            write_text_atomic(plan_path, json.dumps({**old, "inputs": new["inputs"]}, indent=2))
         return Plan(
             out=out,
             metadata=list(old["inputs"]["metadata"]),

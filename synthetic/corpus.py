@@ -24,7 +24,6 @@ import logging
 import math
 import multiprocessing
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,6 +36,7 @@ import av
 import numpy as np
 
 from pipeline.atomic import write_text_atomic
+from pipeline.cli import UserError, output_dir, run_cli, show_defaults, sigint_ignored, stop_pool_on_interrupt
 from synthetic.content import (
     Scene,
     SceneRenderer,
@@ -569,8 +569,10 @@ def _run_jobs(jobs: list[tuple[str, Callable[..., int], tuple[Any, ...]]], worke
             report(name, fn(*args))
         return
     # spawn, not fork: the caller may hold threads (pytest plugins, Ray, torch) that fork would copy.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(fn, *args): name for name, fn, args in jobs}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool, stop_pool_on_interrupt(pool):
+        with sigint_ignored():  # the workers are started here: Ctrl-C is the parent's to handle
+            futures = {pool.submit(fn, *args): name for name, fn, args in jobs}
         for future in as_completed(futures):
             report(futures[future], future.result())
 
@@ -580,7 +582,9 @@ def _run_jobs(jobs: list[tuple[str, Callable[..., int], tuple[Any, ...]]], worke
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
     existing = [name for name in _OUTPUTS if (out / name).exists()]
-    if existing and not overwrite:
+    # Without truth.json (written last) the outputs are an interrupted run's: the corpus is a pure
+    # function of its config, so the rerun replaces them, which is how it resumes.
+    if existing and not overwrite and (out / "truth.json").exists():
         raise FileExistsError(f"{out} already holds a corpus ({', '.join(existing)}); pass overwrite=True")
     for name in existing:
         target = out / name
@@ -700,9 +704,14 @@ def load_manifest(root: Path) -> CorpusManifest:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI: exit status 0 written, 2 a user error (one line), 130 interrupted."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     d = CorpusConfig()
     p = argparse.ArgumentParser(prog="python -m synthetic.corpus", description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="output directory (created)")
     p.add_argument("--videos", type=int, default=d.videos)
     p.add_argument("--clips-per-video", type=int, default=d.clips_per_video)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -724,7 +733,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--audio-videos", type=int, default=d.audio_videos)
     p.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
     p.add_argument("--workers", type=int, default=1, help="encoding processes (output is identical)")
-    args = p.parse_args(argv)
+    args = show_defaults(p).parse_args(argv)
+    output_dir(args.out)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         manifest = generate(
@@ -750,8 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             audio_videos=args.audio_videos,
         )
     except (ValueError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(str(exc)) from None
     print(json.dumps({k: str(v) for k, v in asdict(manifest).items() if isinstance(v, Path)}, indent=1))
     return 0
 

@@ -136,8 +136,8 @@ def test_evaluate_refuses_a_split_with_missing_videos(tmp_path: Path, monkeypatc
         evaluate_main(["--config", str(CONFIG), "--split", "test", "--videos", str(tmp_path / "nope")]) == 2
     )
     assert "is not a directory" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        evaluate_main(["--config", str(CONFIG), "--min-videos-present", "1.5"])
+    assert evaluate_main(["--config", str(CONFIG), "--min-videos-present", "1.5"]) == 2
+    assert "--min-videos-present is a fraction" in capsys.readouterr().err
 
 
 def test_metrics_carry_their_n_and_a_floor_decides(synthetic_corpus, tmp_path: Path) -> None:

@@ -120,6 +120,7 @@ def test_finetune_then_evaluate_beats_zero_shot(
     zero = _evaluate(downstream_dir, "train")
     tuned = _evaluate(downstream_dir, "train", "--checkpoint", str(run / "model"))
     assert tuned["queries_evaluated"] == zero["queries_evaluated"] == 80  # multi-caption protocol
+    assert zero["untrained"] and "untrained" in zero["model"] and not tuned["untrained"]  # labelled
     chance = 100 / 16
     assert zero["t2v_R1"] < 3 * chance
     assert tuned["t2v_R1"] >= zero["t2v_R1"] + 15.0, (zero["t2v_R1"], tuned["t2v_R1"])

@@ -134,8 +134,14 @@ def test_plan_shards_and_refusal(tmp_path: Path) -> None:
     assert again.num_shards == 5
     with pytest.raises(PlanMismatchError, match="frames"):
         load_or_create_plan(out, [str(meta)], tmp_path, ExtractOptions(shard_size=5, frames=8))
-    with pytest.raises(PlanMismatchError, match="videos"):
-        load_or_create_plan(out, [str(meta)], tmp_path / "other", opts)
+    # The same content in another place (metadata moved, videos root renamed) resumes; plan.json
+    # then records the new locations.
+    moved = tmp_path / "moved.jsonl"
+    moved.write_bytes(meta.read_bytes())
+    assert load_or_create_plan(out, [str(moved)], tmp_path / "other", opts).num_shards == 5
+    recorded = json.loads((out / "plan.json").read_text())
+    assert recorded["inputs"]["videos"] == str((tmp_path / "other").resolve())
+    assert recorded["inputs"]["metadata_files"][0]["path"] == str(moved.resolve())
     meta.write_text(meta.read_text() + "\n" + _line("vZZZZZZZZZZ", [_clip("vZZZZZZZZZZ.1.mp4")]))
     with pytest.raises(PlanMismatchError, match="metadata_files"):
         load_or_create_plan(out, [str(meta)], tmp_path, opts)

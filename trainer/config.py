@@ -10,6 +10,7 @@ full dotted path, a top-level key or a leaf name that is unique in the tree (`--
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -314,8 +315,18 @@ def _resolve_key(key: str) -> str:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise ValueError(f"unknown config key --{key}")
+        raise ValueError(f"unknown config key --{key}; {_known_near(key, leaves)}")
     raise ValueError(f"ambiguous config key --{key}: {matches}")
+
+
+def _known_near(key: str, leaves: list[str]) -> str:
+    """The keys a typo most likely meant, and the known keys of its section (all keys: --help)."""
+    close = difflib.get_close_matches(key, leaves + [p.rsplit(".", 1)[-1] for p in leaves], n=3, cutoff=0.6)
+    section = key.split(".")[0] + "." if "." in key else None
+    known = [p for p in leaves if section and p.startswith(section)] or [p for p in leaves if "." not in p]
+    hint = f"did you mean {' or '.join('--' + c for c in dict.fromkeys(close))}? " if close else ""
+    where = f"{section[:-1]} keys" if section and known[0].startswith(section) else "top-level keys"
+    return f"{hint}known {where}: {', '.join(known)} (every key: python -m trainer.train --help)"
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:

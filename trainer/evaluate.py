@@ -2,7 +2,7 @@
 
 ``python -m trainer.evaluate --config CFG.yaml [--checkpoint PATH] [--split test] [--out results.json]``
 encodes every video of the split once (uniform frames, CLIP preprocessing), every query text once, and
-reports text->video and video->text R@1/5/10, MdR and MnR, plain and with DSL (CLIPVIP.md §6). With no
+reports text->video and video->text R@1/5/10, MdR and MnR, plain and with DSL (docs/EVALUATION.md). With no
 ``--checkpoint`` the config's initial weights are evaluated (zero-shot). Missing or undecodable videos are
 excluded and counted; the result says how many queries were evaluated.
 
@@ -16,13 +16,16 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from trainer.config import load_config
+from pipeline.atomic import write_text_atomic
+from pipeline.cli import UserError, output_file, run_cli
+from trainer.checks import check_checkpoint, check_tokenizer_dir, load_config_checked
 from trainer.eval.retrieval import (
     DEFAULT_MIN_VIDEOS_PRESENT,
     FLAT_METRIC_KEYS,
@@ -65,6 +68,11 @@ def _find_tokenizer(explicit: str | None, cfg: Any, checkpoint: str | None) -> P
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 evaluated, 1 nothing could be evaluated, 2 a user error (one line), 130 interrupted."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m trainer.evaluate", allow_abbrev=False, description=(__doc__ or "").split("\n")[0]
     )
@@ -93,29 +101,43 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    cfg = load_config(args.config, overrides)
+    # Every input and output is checked before the (long) evaluation starts.
+    cfg = load_config_checked(args.config, overrides)
     ecfg = cfg.eval
     for name, value in (("split", args.split), ("videos", args.videos), ("batch_size", args.batch_size),
                         ("num_workers", args.num_workers)):  # fmt: skip
         if value is not None:
             setattr(ecfg, name, value)
     if not 0.0 <= args.min_videos_present <= 1.0:
-        p.error(f"--min-videos-present is a fraction in [0, 1], not {args.min_videos_present}")
+        raise UserError(f"--min-videos-present is a fraction in [0, 1], not {args.min_videos_present}")
+    if args.out is not None:
+        output_file(args.out, "--out")
     try:  # before any model is built: the annotation files, the videos root, the videos present
         problem = preflight(ecfg, args.min_videos_present)
     except (ValueError, FileNotFoundError) as e:  # AnnotationError is a ValueError: one line
         problem = str(e)
     if problem:
-        print(f"python -m trainer.evaluate: error: {problem}", file=sys.stderr)
-        return 2
+        raise UserError(problem)
+    if args.checkpoint:
+        check_checkpoint(args.checkpoint, "--checkpoint")
+    elif cfg.model.init:
+        check_checkpoint(cfg.model.init, "model.init")
+    if args.tokenizer:
+        check_tokenizer_dir(args.tokenizer, "--tokenizer")
     tok_dir = _find_tokenizer(args.tokenizer, cfg, args.checkpoint)
     if tok_dir is None:
-        p.error("no tokenizer found: pass --tokenizer DIR (vocab.json + merges.txt) or set tokenizer.path")
+        raise UserError(
+            "no tokenizer found: pass --tokenizer DIR (vocab.json + merges.txt) or set tokenizer.path"
+        )
     tokenizer = load_clip_tokenizer(tok_dir)
     device = torch.device(args.device)
     model = load_model_for_eval(cfg, args.checkpoint, tokenizer, device)
     result = evaluate_model(model, tokenizer, ecfg, device)
     result["checkpoint"] = args.checkpoint or cfg.model.init or "(random init)"
+    # An untrained model's numbers say so (chance-level retrieval is what they measure).
+    result["untrained"] = not (args.checkpoint or cfg.model.init)
+    if result["untrained"]:
+        result["model"] = f"untrained: seeded random init (seed {cfg.seed}), no weights given"
     result["min_videos_present"] = args.min_videos_present
     refusal = presence_refusal(result, args.min_videos_present) if result.get("metrics") else None
     if refusal:  # undecodable videos took the split below the floor: counts only, no metrics
@@ -128,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m trainer.evaluate: error: {refusal}", file=sys.stderr)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     return 0 if result.get("metrics") else 1
 
 

@@ -5,11 +5,13 @@
 # NPROC_PER_NODE). Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT in the environment, or pass
 # --nnodes/--node_rank/--master_addr/--master_port/--nproc_per_node (anywhere in the arguments); every
 # other --key value goes to the training config. Rendezvous defaults to 127.0.0.1:29500 (single node).
+# The config and every path are checked once (python -m trainer.train --check) before torchrun starts,
+# so a mistake is one line. Ctrl-C stops every process and prints one line; rerunning resumes.
 set -euo pipefail
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
-[[ $# -ge 1 ]] || usage
-[[ "$1" == "-h" || "$1" == "--help" ]] && usage
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "$1"; }
+[[ $# -ge 1 ]] || usage 2
+[[ "$1" == "-h" || "$1" == "--help" ]] && usage 0
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
@@ -47,8 +49,18 @@ if [[ -z "$nproc" ]]; then
   nproc=$(( ngpu > 0 ? ngpu : 1 ))
 fi
 
+"$py" -m trainer.train --check "${train_args[@]}" >/dev/null || exit $?
+
 echo "run.sh: $nnodes node(s) x $nproc process(es), node_rank $node_rank, rendezvous $master_addr:$master_port" >&2
-exec "$py" -m torch.distributed.run \
+# torchrun runs in a session of its own, so Ctrl-C reaches only this script, which then stops that whole
+# session at once (torchrun itself would answer a signal with a traceback per process). Checkpoints are
+# written atomically, so the rerun resumes from the last one.
+setsid "$py" -m torch.distributed.run \
   --nnodes="$nnodes" --node_rank="$node_rank" --nproc_per_node="$nproc" \
   --master_addr="$master_addr" --master_port="$master_port" \
-  -m trainer.train "${train_args[@]}"
+  -m trainer.train "${train_args[@]}" &
+pid=$!
+trap 'kill -KILL -- "-$pid" 2>/dev/null; echo "interrupted: rerun the same command to resume" >&2; exit 130' INT TERM
+set +e
+wait "$pid"
+exit $?

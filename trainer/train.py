@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,11 @@ import torch.distributed as dist
 from torch import nn
 
 from pipeline.annotations import AnnotationError
+from pipeline.cli import UserError, run_cli
+from trainer.checks import check_train_inputs, load_config_checked
 from trainer.config import (
     TrainConfig,
     config_keys,
-    load_config,
     needs_caption,
     needs_frame,
     save_config,
@@ -503,8 +505,11 @@ class Trainer:
             self.export(self.out / "model")
             assert self.logger is not None
             self.logger.close()
-            png = plot_losses(self.logger.path, self.out / "loss_curves.png")
+            init = self.cfg.model.init
+            origin = f"from {Path(init).name}" if init else "from an untrained seeded random init"
+            png = plot_losses(self.logger.path, self.out / "loss_curves.png", origin)
             summary = {
+                "init": init or f"untrained: seeded random init (seed {self.cfg.seed})",
                 "steps": self.step,
                 "total_steps": self.total_steps,
                 "last": last,
@@ -531,25 +536,37 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 trained, 2 a user error (one line), 130 interrupted (a rerun resumes)."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(__doc__)
         print(
-            "usage: python -m trainer.train CONFIG.yaml [--key value ...]\n\nconfig keys (--a.b or a unique leaf name):"
+            "usage: python -m trainer.train [--check] CONFIG.yaml [--key value ...]\n\n"
+            "--check: check the config and every input and output path, then exit (trainer/run.sh runs\n"
+            "this once before torchrun)\n\nconfig keys (--a.b or a unique leaf name):"
         )
         print("  " + "\n  ".join(config_keys()))
         return 0 if args else 2
+    check_only = args[0] == "--check"
+    if check_only:
+        args.pop(0)
+    if not args:
+        raise UserError("no config given (usage: python -m trainer.train CONFIG.yaml [--key value ...])")
     config = args.pop(0) if not args[0].startswith("--") else None
-    try:
-        cfg = load_config(config, args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"python -m trainer.train: error: {err}", file=sys.stderr)
-        return 2
+    cfg = load_config_checked(config, args)
+    # Under torchrun, trainer/run.sh has already read the initial weights once with --check.
+    check_train_inputs(cfg, read_init=check_only or "LOCAL_RANK" not in os.environ)
+    if check_only:
+        print(f"config ok: {config or '(defaults)'} -> {cfg.out_dir}")
+        return 0
     try:
         run(cfg)
     except (AnnotationError, RetrievalDataError, FileNotFoundError) as err:  # the data set-up: one line
-        print(f"python -m trainer.train: error: {err}", file=sys.stderr)
-        return 2
+        raise UserError(str(err)) from None
     return 0
 
 

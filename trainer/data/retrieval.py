@@ -21,13 +21,13 @@ import io
 import logging
 import os
 import random
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from pipeline.annotations import (
     VIDEO_EXTENSIONS,
@@ -39,6 +39,7 @@ from pipeline.annotations import (
     read_annotations,
     read_ids,
 )
+from pipeline.cli import UserError, existing_dir, existing_file, output_dir, run_cli
 from trainer.config import Mode, RetrievalDataConfig, default_mode, load_config, retrieval_config
 from trainer.data.batch import Batch
 from trainer.data.frames import VideoDecodeError, decode_frames, load_clip
@@ -412,6 +413,11 @@ def msrvtt_holdout(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0 done, 1 no video of the split found, 2 a user error (one line), 130 interrupted."""
+    return run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainer.data.retrieval", description="retrieval data tools")
     sub = p.add_subparsers(dest="cmd", required=True)
     h = sub.add_parser("msrvtt-holdout", help="hold out N of the 9k training videos as a validation split")
@@ -428,15 +434,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:  # a wrong annotation file, role or videos root is one line, not a traceback
         if args.cmd == "msrvtt-holdout":
+            existing_file(args.train_ids, "--train-ids")
+            existing_file(args.data_json, "--data-json")
+            output_dir(args.out)
             tr, va = msrvtt_holdout(args.train_ids, args.data_json, args.out, args.num_val, args.seed)
             print(f"wrote {tr} and {va}")
             return 0
+        existing_file(args.config, "--config")
         ecfg = load_config(args.config).eval
+        existing_dir(ecfg.videos, "eval.videos")
+        for role, ann in ecfg.annotations.items():
+            existing_file(ann, f"eval.annotations.{role}")
         rset = load_split(ecfg, args.split)
         res = resolve_videos(rset, Path(ecfg.videos))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"python -m trainer.data.retrieval: error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, TypeError, FileNotFoundError, yaml.YAMLError) as e:
+        raise UserError(" ".join(str(e).split())) from None
     bad = 0
     if args.decode:
         for path in res.paths:

@@ -72,8 +72,9 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def plot_losses(log_path: Path, png_path: Path) -> Path | None:
-    """Loss terms and total vs step (train records), validation metric if any; matplotlib Agg."""
+def plot_losses(log_path: Path, png_path: Path, origin: str = "") -> Path | None:
+    """Loss terms and total vs step (train records), validation metric if any; matplotlib Agg.
+    `origin` is said in the title (e.g. that training started from an untrained random model)."""
     records = read_log(log_path)
     train = [r for r in records if r.get("kind") == "train" and "loss" in r]
     if not train:
@@ -95,7 +96,7 @@ def plot_losses(log_path: Path, png_path: Path) -> Path | None:
         ax.plot(steps, [by_step[s].get(f"loss/{t}", float("nan")) for s in steps], label=t, alpha=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (sum of CE terms)")
-    ax.set_title("training loss")
+    ax.set_title(f"training loss ({origin})" if origin else "training loss", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     if val:

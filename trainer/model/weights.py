@@ -23,11 +23,14 @@ import logging
 import math
 import pickle
 import re
+import struct
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pipeline.atomic import atomic_output, write_text_atomic
@@ -274,13 +277,24 @@ def hf_config_dict(cfg: ClipViPConfig) -> dict[str, Any]:
 
 
 # ---- reading checkpoints ---------------------------------------------------------------------
+class CheckpointError(ValueError):
+    """A file or directory given as a checkpoint that the safe reader cannot read as one."""
+
+
+# What torch.load / safetensors / the TorchScript reader raise on a file that is not what they expect.
+_UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, IndexError, KeyError, UnicodeDecodeError,
+               zipfile.BadZipFile, SafetensorError, struct.error)  # fmt: skip
+
+
 def _torch_load(path: Path, map_location: str | torch.device) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as e:
-        raise ValueError(
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
             f"{path}: refusing to unpickle (weights_only=True failed: {e}). Only tensor state dicts are accepted."
         ) from e
+    except _UNREADABLE as e:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from e
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -290,7 +304,7 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not obj:
-        raise ValueError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+        raise CheckpointError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
     return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
@@ -317,12 +331,17 @@ def read_checkpoint(
         return "hf", sd, config_from_hf(hf), []
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        sd = load_file(path, device=str(map_location))
-    elif is_torchscript_archive(path):
-        sd = read_torchscript_tensors(path)
-    else:
-        sd = _unwrap_state_dict(_torch_load(path, map_location), path)
+    try:
+        if path.suffix == ".safetensors":
+            sd = load_file(path, device=str(map_location))
+        elif is_torchscript_archive(path):
+            sd = read_torchscript_tensors(path)
+        else:
+            sd = _unwrap_state_dict(_torch_load(path, map_location), path)
+    except _UNREADABLE as e:
+        raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
+    except ValueError as e:  # e.g. a TorchScript archive without tensors
+        raise CheckpointError(str(e)) from e
     if is_openai_state_dict(sd):
         converted, rest = openai_to_hf(sd)
         return "openai", converted, None, rest
