@@ -38,7 +38,7 @@ def test_large_model_matches_official_state_dict_exactly() -> None:
 
 
 def test_ngram_blocking_reference_case() -> None:
-    # OFA.md section 7: tokens 0 5 6 5 6 at step 4 with n=3 must ban exactly {5}.
+    # fairseq's SequenceGenerator: tokens 0 5 6 5 6 at step 4 with n=3 must ban exactly {5}.
     tokens = torch.tensor([[0, 5, 6, 5, 6, 1]])
     lp = torch.zeros(1, 10)
     ban_repeated_ngrams(lp, tokens, step=4, n=3)

@@ -22,7 +22,7 @@ def test_interleave_index_matches_loop() -> None:
 
 
 def _reference_tdb(head: CLIP2VideoHead, f: torch.Tensor) -> torch.Tensor:
-    """Step-by-step TDB with explicit Python loops (CLIP2VIDEO.md §2), no masks."""
+    """Step-by-step TDB with explicit Python loops (the CLIP2Video paper and released code), no masks."""
     from functools import partial
 
     from trainer.model.attention import full_attention

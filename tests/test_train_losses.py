@@ -1,4 +1,4 @@
-"""OCL loss variants against an independent explicit-loop formula (CLIPVIP.md §3), temperature clamp."""
+"""OCL loss variants against an independent explicit-loop formula (the CLIP-ViP paper and official code), temperature clamp."""
 
 from __future__ import annotations
 

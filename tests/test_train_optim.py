@@ -40,7 +40,9 @@ def test_norms_biases_rule(model: CLIPViP) -> None:
 def test_official_rule_misses_layer_norm_gains(model: CLIPViP) -> None:
     nd = no_decay_names(model, "official")
     assert "logit_scale" in nd and "vision_model.post_layernorm.bias" in nd
-    assert "vision_model.post_layernorm.weight" not in nd  # the documented quirk (CLIPVIP.md §4.3)
+    assert (
+        "vision_model.post_layernorm.weight" not in nd
+    )  # the documented quirk (the CLIP-ViP paper and official code)
     assert "text_model.final_layer_norm.weight" not in nd
 
 

@@ -21,7 +21,7 @@ import yaml
 
 Mode = Literal["sentence", "paragraph"]
 
-# The training losses of CLIPVIP.md §5 (Omnisource Cross-modal Learning) and the inputs each one needs.
+# The training losses of CLIP-ViP's Omnisource Cross-modal Learning and the inputs each one needs.
 LOSS_NAMES = ("vs", "vs_fc", "vs_vc", "vs_vc_fc", "vsc", "vsc_fc")
 _NEEDS_CAPTION = {"vs_fc", "vs_vc", "vs_vc_fc", "vsc", "vsc_fc"}
 _NEEDS_FRAME = {"vs_fc", "vs_vc_fc", "vsc_fc"}
@@ -160,7 +160,7 @@ class OptimSection:
     eps: float = 1e-6
     weight_decay: float = 0.05
     # "norms_biases": biases, every LayerNorm parameter and logit_scale skip decay (our default);
-    # "official": CLIP-ViP's name list, which misses HF CLIP's layer norms (CLIPVIP.md §4.3).
+    # "official": CLIP-ViP's name list, which misses HF CLIP's layer norms (official code).
     no_decay: str = "norms_biases"
     lr_mul: float = 1.0  # LR multiplier for parameters whose name starts with lr_mul_prefix
     lr_mul_prefix: str = ""  # e.g. "logit_scale" (DiDeMo B/16: lr_mul 10)

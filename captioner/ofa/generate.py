@@ -1,6 +1,6 @@
 """fairseq-exact beam search (SequenceGenerator + BeamSearch with OFA's caption settings), batched over images.
 
-Semantics (OFA.md section 7, checked against the golden fixtures):
+Semantics (fairseq's SequenceGenerator, checked against the golden fixtures):
 - the decoder starts from BOS; steps 0..max_len; at step max_len only EOS is allowed; PAD is never allowed;
   EOS is banned while step < min_len; nothing else is masked (mask, code and bin tokens stay selectable);
 - each step keeps the top 2*beam candidates over beam x vocab cumulative log-probs; an EOS candidate is

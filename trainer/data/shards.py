@@ -7,7 +7,7 @@ webdataset's own key rule (``webdataset.tariterators.base_plus_ext``).
 Sampling (why not a ``wds.DataPipeline`` with a shuffle buffer): resume must continue the SAME run, so the
 data order is a pure function of (seed, rank, stream, position). Each process runs ``S = max(1, workers)``
 independent *streams*; stream ``id = rank * S + s`` draws shards with replacement (resampled shards, so no
-split-by-node/worker bookkeeping and no ``split_by_worker`` duplication, ENVIRONMENT.md §9) from its own
+split-by-node/worker bookkeeping and no ``split_by_worker`` duplication, a known webdataset pitfall) from its own
 seeded RNG, keeps ``shards_in_flight`` shards open, and draws each sample from a random open shard, at a
 random position of that shard's permutation (random access into the uncompressed tar by member offset).
 This mixes clips of different videos in a batch without a shuffle buffer, whose state could not be
@@ -18,7 +18,7 @@ without reading any data. DataLoader workers serve batches round-robin, so worke
 Frames: from ``K.mp4`` when present (``frame_source: auto``), with CLIP-ViP's endpoint jitter
 (``interval = int(n/(T-1))``, ``start ~ U{0..interval}``, ``end ~ U{n-1-interval..n-1}``, ``linspace``),
 else the pre-sampled ``K.fNN.jpg`` (``floor(linspace)`` over them when T differs). Squash to the model's
-image size, CLIP normalisation, no augmentation (CLIPVIP.md §5).
+image size, CLIP normalisation, no augmentation (the CLIP-ViP paper and official code).
 
 Missing captions (no ``K.cap.txt`` or an empty one) never become the text "None": with
 ``missing_caption: mask`` the sample is kept and ``Batch.cap_valid`` is False for it, so the caption terms of

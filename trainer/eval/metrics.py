@@ -1,6 +1,6 @@
 """Text-video retrieval metrics (R@K, MdR, MnR) and dual-softmax (DSL) post-processing.
 
-Conventions (CLIPVIP.md §6):
+Conventions (the CLIP-ViP paper and official code):
 - ``sim`` is ``[n_queries, n_candidates]``; rows are queries, the ground truth of query ``i`` is column ``i``.
   Text->video uses ``sim`` = texts x videos, video->text uses ``sim.T``.
 - A rank is 0-based; ``R@K = 100 * mean(rank < K)``; ``MdR = median(rank) + 1``; ``MnR = mean(rank) + 1``

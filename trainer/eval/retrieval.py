@@ -3,7 +3,7 @@
 
 ``evaluate_model(model, tokenizer, eval_cfg, device)`` encodes every video of the split once (uniform
 frames, CLIP preprocessing), every query text once, and reports text->video and video->text R@1/5/10,
-MdR and MnR, plain and with DSL (CLIPVIP.md §6). Missing or undecodable videos are excluded and counted;
+MdR and MnR, plain and with DSL (the CLIP-ViP paper and official code). Missing or undecodable videos are excluded and counted;
 the result says how many queries were evaluated. It is also the training loop's validation hook: select
 models on the ``val`` split, never on ``test`` (the official CLIP-ViP code selects on test;
 docs/EVALUATION.md).

@@ -1,7 +1,7 @@
 """Process-group setup and feature gathering for the global-batch contrastive loss.
 
 CLIP-ViP gathers every feature set over all ranks and computes the loss on the full global batch on every
-rank (CLIPVIP.md §3, "Gathering"). ``gather_features`` does the same with DDP: the forward is an
+rank (the CLIP-ViP paper and official code). ``gather_features`` does the same with DDP: the forward is an
 all_gather; the backward hands each rank the gradient of its OWN slice only (no cross-rank communication),
 multiplied by the world size. Every rank computes the same global loss L, so rank r's parameter gradient is
 ``W * dL/dx_r * dx_r/dtheta``; DDP then averages over ranks, which gives exactly ``dL/dtheta``: the gradient

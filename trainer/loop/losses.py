@@ -1,4 +1,4 @@
-"""CLIP-ViP contrastive losses (CLIPVIP.md §3), as SUMS of cross-entropy terms.
+"""CLIP-ViP contrastive losses (the CLIP-ViP paper and official code), as SUMS of cross-entropy terms.
 
 Notation: ``v`` video, ``s`` subtitle, ``c`` auxiliary caption of the middle frame, ``f`` middle-frame image.
 All features are L2-normalised and already gathered over ranks (``trainer.loop.distributed.gather_features``);

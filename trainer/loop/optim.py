@@ -1,6 +1,6 @@
 """AdamW parameter groups: (lr_mul params, the rest) x (decay, no-decay), as the official code builds them.
 
-No-decay choice (CLIPVIP.md §4.3). The official list ``['bias', 'LayerNorm.bias', 'LayerNorm.weight',
+No-decay choice (the CLIP-ViP paper and official code). The official list ``['bias', 'LayerNorm.bias', 'LayerNorm.weight',
 'logit_scale']`` is matched against parameter NAMES, but HF CLIP names its norms ``layer_norm1/2``,
 ``pre_layrnorm``, ``post_layernorm`` and ``final_layer_norm``, so the LayerNorm gains are decayed towards 0
 (only biases, matched by "bias", and logit_scale escape). Decaying a LayerNorm gain shrinks

@@ -1,6 +1,6 @@
 """CLIP2Video video head (Fang et al., 2021): Temporal Difference Block (TDB) and Temporal Alignment Block (TAB).
 
-Reference: CLIP2VIDEO.md (paper arXiv 2106.11097 and CryhanFang/CLIP2Video ``modules/modeling.py``).
+Reference: (paper arXiv 2106.11097 and CryhanFang/CLIP2Video ``modules/modeling.py``).
 
 ``CLIP2VideoHead(width, num_frames, **cfg)`` maps per-frame features ``f`` ``[B,T,D]`` (CLIP image embeddings
 after the visual projection, *not* normalised) to a video feature ``[B,D]``:
@@ -20,7 +20,7 @@ frames (TDB steps 1-4 with a 1-block "actionClip"); text tokens are the projecte
 (SOT and padding masked out). Inference fuses ``s = lambda*s_g + (1-lambda)*s_TAB``; ``fuse`` builds
 concatenated embeddings whose dot product is exactly that, so a plain ``text @ video.T`` evaluation can use it.
 
-Deliberate differences from the released code (CLIP2VIDEO.md §7): masks are applied per sample through the
+Deliberate differences from the released code (the CLIP2Video paper and released code): masks are applied per sample through the
 attention mask (no head-major tiling bug); the interleave index is vectorised (works on CPU); ``l2n`` has an
 eps; a difference token is valid only when both of its frames are (``m_i * m_{i+1}``).
 """
