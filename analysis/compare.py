@@ -43,6 +43,7 @@ from analysis.runs import CaptionRun, RunError, middle_frames, open_run, parse_r
 from analysis.sources import SourceFormatError, SourceSpec, load_registry
 from analysis.textstats import caption_scores, text_stats
 from pipeline.atomic import write_bytes_atomic
+from pipeline.cli import run_cli
 
 AGREEMENT_CLIPS = 1000  # clips sampled for the pairwise agreement
 GALLERY_CLIPS = 24
@@ -391,4 +392,4 @@ def main(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))  # Ctrl-C: one line, exit 130

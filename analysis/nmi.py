@@ -63,6 +63,7 @@ from analysis.report import (
 )
 from analysis.sources import LoadedSource, SourceFormatError, SourceSpec, load_registry, load_source
 from pipeline.atomic import write_bytes_atomic
+from pipeline.cli import UserError, output_file, quiet_library_progress, run_cli
 
 log = logging.getLogger("analysis.nmi")
 
@@ -415,6 +416,8 @@ def encoder_from_args(
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if args.no_progress:
+        quiet_library_progress()  # before the encoder loads: transformers' own "Loading weights" bar
     if args.threads:
         import torch
 
@@ -468,9 +471,12 @@ def main(
         print("error: give --src NAME --tgt NAME, or --all", file=sys.stderr)
         return 2
     try:
+        for path, what in ((args.out, "--out"), (args.csv, "--csv"), (args.plot, "--plot")):
+            if path is not None:
+                output_file(path, what)  # a bad output path is refused before any encoding
         cfg = config_from_args(args)
         registry = load_registry(args.sources)
-    except (ValueError, SourceFormatError) as e:
+    except (ValueError, SourceFormatError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     pairs = (
@@ -544,4 +550,4 @@ def _untrained_line(untrained: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))  # Ctrl-C: one line, exit 130
