@@ -148,6 +148,7 @@ class PyAVReader:
         self._clean: dict[int, bool] = {}  # keyframe pts -> clean random-access point?
         self.first_key_pts = self._first_keyframe_pts()
         self._last_out: int | None = None  # pts of the last frame out of the decoder in this run
+        self._start_key: int | None = None  # pts of the keyframe the decoder started at (not the file start)
 
     def close(self) -> None:
         self.container.close()
@@ -276,19 +277,36 @@ class PyAVReader:
 
     def _demux_from(self, t: Fraction | None, hi: Fraction | None) -> tuple[list[av.Packet], bool]:
         """Seek (t None: the file start) and read packets from the keyframe there; (packets, eof)."""
-        target = self.start_pts + (math.floor(t / self.tb) if t is not None else -1)
+        if t is None:
+            self._rewind()
+            return self._read(hi)
+        target = self.start_pts + math.floor(t / self.tb)
         for _ in range(4):
             try:
                 self.container.seek(max(target, self.start_pts - 1), backward=True, stream=self.stream)
             except (av.FFmpegError, OSError) as e:
                 raise DecodeError(f"seek: {e}") from e
             packets, eof = self._read(hi)
-            if not packets or t is None or self.time(_pts(packets[0])) <= t or target <= self.start_pts:
+            if not packets or self.time(_pts(packets[0])) <= t or target <= self.start_pts:
                 return packets, eof
             # The mp4 index seeks by decode time: step back while the keyframe shows after t.
             first = packets[0]
             target = min(_pts(first), first.dts if first.dts is not None else _pts(first)) - 1
         return packets, eof
+
+    def _rewind(self) -> None:
+        """Back to the first packet: a seek where the container allows it, else a fresh open."""
+        try:
+            self.container.seek(self.start_pts - 1, backward=True, stream=self.stream)
+            return
+        except (av.FFmpegError, OSError):
+            pass
+        self.container.close()
+        self.container = av.open(self.container.name, metadata_errors="ignore")
+        self.stream = self.container.streams.video[0]
+        self.cc = self.stream.codec_context
+        self.cc.thread_type = "NONE"
+        self.cc.thread_count = 1
 
     def _read(self, hi: Fraction | None) -> tuple[list[av.Packet], bool]:
         packets: list[av.Packet] = []
@@ -391,6 +409,7 @@ class PyAVReader:
         pending: set[int] = set()
         i = 0
         self._last_out = None
+        self._start_key = None if window.from_file_start else window.key_pts
         self.cc.flush_buffers()
         while wanted and i <= last:
             self._check_deadline()
@@ -416,6 +435,7 @@ class PyAVReader:
             if _pts(p) <= lowest and self._is_clean(p):
                 self.cc.flush_buffers()
                 self._last_out = None
+                self._start_key = _pts(p)
                 return j
         return i
 
@@ -444,6 +464,10 @@ class PyAVReader:
             if f.is_corrupt:
                 run.note(f"corrupt frame at {float(self.time(pts)):.3f}s")
                 continue
+            if pts == self._start_key and f.pict_type != av.video.frame.PictureType.I:
+                # A sync flag on a predicted picture (remuxed flags, intra refresh): nothing after it
+                # is provably complete.
+                run.note(f"keyframe at {float(self.time(pts)):.3f}s is not an intra picture")
             if pts < window.key_pts and not window.from_file_start:
                 continue  # a leading picture of an open GOP: its references precede the keyframe
             if pts in wanted:
