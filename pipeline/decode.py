@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -32,8 +33,6 @@ from pipeline.decord_reader import decode_with_decord
 from pipeline.frame_convert import encode_clip_video
 from pipeline.metadata import ClipRow
 from pipeline.pyav_reader import ClipTask, DecodeError, PyAVReader
-
-DEFAULT_ITEM_TIMEOUT_S = 600.0  # per video and shard: a 10-minute 720p video decodes in ~1 min on one core
 
 
 @dataclass
@@ -74,7 +73,7 @@ class FrameSpec:
     video_fps: float = 3.0
     video_short_side: int = 240
     skip_nonref: bool = True  # benchmarks turn it off to measure what skipping saves
-    item_timeout: float | None = DEFAULT_ITEM_TIMEOUT_S  # seconds per video; None: no budget
+    item_timeout: float | None = None  # seconds per video (ExtractOptions holds the CLI default)
 
 
 _TIMESTAMP = re.compile(r"\[?\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b\]?\s*")
@@ -121,7 +120,7 @@ def _tasks(rows: Sequence[ClipRow], whole_file: bool) -> list[ClipTask]:
 
 
 def _result(row: ClipRow, t: ClipTask, spec: FrameSpec, info: _VideoInfo, decoder: str) -> ClipResult:
-    common = {"decode_ms": t.ms, "fps": info.fps, "decoder": decoder}
+    common: dict[str, Any] = {"decode_ms": t.ms, "fps": info.fps, "decoder": decoder}
     if t.error is not None or t.sel is None or t.missing():
         return ClipResult.failed(row, t.error or "decode: unknown failure", **common)
     sel = t.sel
@@ -163,7 +162,11 @@ def _decode_engines(
         tasks = _tasks(rows, whole_file)
         by_start = sorted(tasks, key=lambda c: (c.start or 0, c.end or 0, c.pos))
         try:
-            info = _run_pyav(path, by_start, spec, deadline) if name == "pyav" else _run_decord(path, by_start, spec)
+            info = (
+                _run_pyav(path, by_start, spec, deadline)
+                if name == "pyav"
+                else _run_decord(path, by_start, spec)
+            )
         except DecodeError as e:
             msg = str(e)
             if not msg.startswith("open:"):

@@ -2,8 +2,8 @@
 
 decord seeks to container keyframes, takes container timestamps as presentation times and converts
 colour with FFmpeg's approximate swscale path, so it is refused (with the reason) where that is known
-to give a wrong frame: AVI and other decode-order timestamps, H.264/HEVC keyframes that are not clean
-random-access points (both checked with PyAV before decord opens the file), and timestamps that are
+to give a wrong frame: AVI and other decode-order timestamps, H.264/HEVC keyframes that are not IDR
+pictures (open GOP, intra refresh, remuxed sync flags; both checked with PyAV before decord opens the file), and timestamps that are
 not finite and non-decreasing. Its colour is ~1 level darker than the PyAV engine's (docs/PIPELINE.md).
 """
 
@@ -39,8 +39,12 @@ def decord_refusal(path: Path) -> str | None:
                 if not p.size or p.pts is None:
                     continue
                 pts.append(p.pts)
-                if p.is_keyframe and len(pts) > 1 and not is_clean_random_access(codec, extra, bytes(p)):
-                    return "keyframes that are not clean random-access points; decord would conceal frames"
+                if (
+                    p.is_keyframe
+                    and len(pts) > 1
+                    and not is_clean_random_access(codec, extra, bytes(p), open_gop=False)
+                ):
+                    return "keyframes that are not IDR (open GOP, intra refresh or bad sync flags); decord picks wrong frames there"
             if reorders and len(pts) >= 8 and all(a < b for a, b in zip(pts, pts[1:])):
                 return "timestamps are decode order; decord would pick wrong frames"
     except (av.FFmpegError, OSError, UnicodeDecodeError):

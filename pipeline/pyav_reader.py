@@ -117,7 +117,12 @@ class PyAVReader:
     def __init__(
         self, path: Path, frames: int, frame_size: int, video_fps: float | None, video_short: int
     ) -> None:
-        self.frames, self.frame_size, self.video_fps, self.video_short = frames, frame_size, video_fps, video_short
+        self.frames, self.frame_size, self.video_fps, self.video_short = (
+            frames,
+            frame_size,
+            video_fps,
+            video_short,
+        )
         self.skip_nonref = True  # benchmarks turn it off to measure what skipping saves
         self.deadline = math.inf  # time.monotonic() value past which the decode gives up
         self.timeout_s: float | None = None
@@ -380,7 +385,9 @@ class PyAVReader:
         if self.declared_end is None:
             return "decode: no video packet could be read"
         if task.start is not None and task.start >= self.declared_end:
-            return f"decode: span starts at {start:.3f}s, after the video ends ({float(self.declared_end):.3f}s)"
+            return (
+                f"decode: span starts at {start:.3f}s, after the video ends ({float(self.declared_end):.3f}s)"
+            )
         return (
             f"decode: no video packet could be read at {start:.3f}s although the file declares "
             f"{float(self.declared_end):.3f}s: truncated?"
@@ -538,7 +545,9 @@ class PyAVReader:
             end = float(count / self.rate)
             task.error = f"decode: span [{float(task.start):.3f}, {float(task.end):.3f}) is past the end of the video ({end:.3f}s)"
             return
-        task.sel = self._selection(keys, [times[i] for i in keys], (task.start + task.end) / 2, task.start, task.end)
+        task.sel = self._selection(
+            keys, [times[i] for i in keys], (task.start + task.end) / 2, task.start, task.end
+        )
 
     def _decode_all(self, packets: list[av.Packet], tasks: list[ClipTask], wanted: set[int]) -> int:
         """Decode every packet in order (nothing skipped: skipping would shift output positions)."""
@@ -581,4 +590,3 @@ def _share_ms(tasks: list[ClipTask], t0: float) -> None:
     ms = (time.perf_counter() - t0) * 1000 / max(1, len(tasks))
     for t in tasks:
         t.ms += ms
-

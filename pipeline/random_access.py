@@ -21,6 +21,7 @@ _H264 = {"h264"}
 _HEVC = {"hevc", "h265"}
 _H264_IDR, _H264_SEI, _H264_RECOVERY_POINT = 5, 6, 6
 _HEVC_IRAP = range(16, 22)
+_HEVC_IDR = (19, 20)
 
 
 def _nal_units(data: bytes, length_size: int) -> Iterator[bytes]:
@@ -87,20 +88,22 @@ def _recovery_frame_count(sei: bytes) -> int | None:
     return None
 
 
-def is_clean_random_access(codec: str, extradata: bytes | None, packet: bytes) -> bool:
-    """True when a decode may start at this keyframe packet (see the module docstring)."""
+def is_clean_random_access(codec: str, extradata: bytes | None, packet: bytes, open_gop: bool = True) -> bool:
+    """True when a decode may start at this keyframe packet (see the module docstring). With
+    open_gop=False only an IDR qualifies (no leading pictures that reference an earlier GOP)."""
     if codec not in _H264 and codec not in _HEVC:
         return True
     length_size = _length_size(codec, extradata)
     recovery_ok = False
     for nal in _nal_units(packet, length_size):
         if codec in _HEVC:
-            if (nal[0] >> 1) & 0x3F in _HEVC_IRAP:
-                return True
+            kind = (nal[0] >> 1) & 0x3F
+            if kind in _HEVC_IRAP:
+                return open_gop or kind in _HEVC_IDR
             continue
         kind = nal[0] & 0x1F
         if kind == _H264_IDR:
             return True
         if kind == _H264_SEI and _recovery_frame_count(nal) == 0:
             recovery_ok = True
-    return recovery_ok
+    return recovery_ok and open_gop

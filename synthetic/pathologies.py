@@ -63,7 +63,7 @@ def _encode(
     so that the display matrix brings it back."""
     k = rotation // 90
     with av.open(str(path), "w", format=fmt) as out:
-        s = out.add_stream(codec, rate=RATE)
+        s: Any = out.add_stream(codec, rate=RATE)
         s.width, s.height = (HEIGHT, WIDTH) if k % 2 else (WIDTH, HEIGHT)
         s.pix_fmt = pix_fmt
         s.codec_context.thread_count = 1
@@ -136,7 +136,7 @@ def _colour_file(path: Path, full: bool, bt709: bool) -> None:
     rng = np.random.default_rng(1)
     lo, hi = (0, 255) if full else (16, 235)
     with av.open(str(path), "w", format="mp4") as out:
-        s = out.add_stream("libx264", rate=RATE)
+        s: Any = out.add_stream("libx264", rate=RATE)
         s.width, s.height, s.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         cc = s.codec_context
         cc.color_range = 2 if full else 1
@@ -153,7 +153,7 @@ def _colour_file(path: Path, full: bool, bt709: bool) -> None:
             u[:8, :8] = v[:8, :8] = 128
             f = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
             for plane, arr in zip(f.planes, (y, u, v)):
-                view = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+                view = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
                 view[: arr.shape[0], : arr.shape[1]] = arr.round().astype(np.uint8)
             f.color_range = cc.color_range
             f.colorspace = cc.colorspace
@@ -169,15 +169,25 @@ def _build(out: Path) -> dict[str, str]:
     def tmp(name: str) -> Path:
         return out / f".{name}.src.mp4"
 
-    _encode(out / "open_gop.mp4", "mp4", "libx264", _x264("keyint=12:min-keyint=12:open-gop=1:bframes=3:scenecut=0"))
+    _encode(
+        out / "open_gop.mp4",
+        "mp4",
+        "libx264",
+        _x264("keyint=12:min-keyint=12:open-gop=1:bframes=3:scenecut=0"),
+    )
     what["open_gop.mp4"] = "x264 open GOP: non-IDR I-frames with recovery points, leading B-frames"
-    _encode(out / "intra_refresh.mp4", "mp4", "libx264", _x264("keyint=12:intra-refresh=1:bframes=0:scenecut=0"))
+    _encode(
+        out / "intra_refresh.mp4", "mp4", "libx264", _x264("keyint=12:intra-refresh=1:bframes=0:scenecut=0")
+    )
     what["intra_refresh.mp4"] = "periodic intra refresh, no IDR after the first frame"
     _encode(tmp("sync_on_p"), "mp4", "libx264", _x264("keyint=60:bframes=0:scenecut=0:ref=3"))
     _remux(tmp("sync_on_p"), out / "sync_on_p.nut", "nut", _sync_every(8))
     what["sync_on_p.nut"] = "sync-sample flags remuxed onto P-frames"
     _encode(
-        tmp("no_sei_444"), "mp4", "libx264", _x264("keyint=12:min-keyint=12:open-gop=1:bframes=2:ref=4:scenecut=0"),
+        tmp("no_sei_444"),
+        "mp4",
+        "libx264",
+        _x264("keyint=12:min-keyint=12:open-gop=1:bframes=2:ref=4:scenecut=0"),
         pix_fmt="yuv444p",
     )
     _remux(tmp("no_sei_444"), out / "no_recovery_point_444.nut", "nut", _strip_sei)
@@ -204,7 +214,12 @@ def _build(out: Path) -> dict[str, str]:
     durations = [3000, 2400, 4500, 3000, 3750]
     vfr_pts = [sum(durations[j % 5] for j in range(i)) for i in range(FRAMES)]
     _encode(
-        out / "vfr.mp4", "mp4", "libx264", _x264("keyint=12:bframes=2"), pts=vfr_pts, time_base=Fraction(1, 90000)
+        out / "vfr.mp4",
+        "mp4",
+        "libx264",
+        _x264("keyint=12:bframes=2"),
+        pts=vfr_pts,
+        time_base=Fraction(1, 90000),
     )
     what["vfr.mp4"] = "variable frame rate"
     return what
@@ -264,8 +279,12 @@ def check_pathologies(root: Path, decoder: str = "pyav") -> list[str]:
             continue  # checked by pixels in tests/test_decode_colour.py
         times = [Fraction(t) for t in info["times"]]
         stamps = info["stamps"]
-        spans = [(times[a], times[b]) for a, b in ((0, 8), (5, 20), (13, 31), (20, len(times) - 1))]
-        rows = [ClipRow(k, f"{name}.{k}", name, float(s), float(e), "pathologies") for k, (s, e) in enumerate(spans)]
+        q = Fraction(1, 4 * RATE)  # spans fall between frames, as millisecond spans of real videos do
+        cuts = ((0, 8), (5, 20), (13, 31), (20, len(times) - 1))
+        rows = [
+            ClipRow(k, f"{name}.{k}", name, float(times[a] + q), float(times[b] + q), "pathologies")
+            for k, (a, b) in enumerate(cuts)
+        ]
         for res in decode_video_clips(root / name, rows, FrameSpec(frames=6), decoder=decoder):
             if res.status != "ok":
                 continue
@@ -276,5 +295,7 @@ def check_pathologies(root: Path, decoder: str = "pyav") -> list[str]:
             got_mid = read_stamp(res.middle) if res.middle is not None else None
             got = [read_stamp(f) for f in res.frames]
             if got_mid != stamps[mid] or got != want:
-                problems.append(f"{name} [{float(start):.3f}, {float(end):.3f}): middle {got_mid} != {stamps[mid]} or frames {got} != {want}")
+                problems.append(
+                    f"{name} [{float(start):.3f}, {float(end):.3f}): middle {got_mid} != {stamps[mid]} or frames {got} != {want}"
+                )
     return problems
