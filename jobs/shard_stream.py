@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ class StreamConfig:
     max_actor_restarts: int = 3  # restarts of a crashed captioner actor (its calls are retried)
     max_actor_replacements: int = 4  # fresh actors started after one died for good
     progress_every_s: float = 5.0
+    decode_slack_s: float = 30.0  # added to a decode task's time budget (worker start, opens, puts)
 
     def resolve(
         self, cluster_cpus: float, object_store_bytes: float = 0.0, shard_bytes: float = 0.0
@@ -189,17 +191,14 @@ class _CaptionerPool:
             self.pending[slot] = 0
 
 
-DECODE_SLACK_S = 30.0  # added to a decode task's budget: process start, file opens, object-store puts
-
-
-def decode_budget(spec: ShardSpec, options: ExtractOptions) -> float | None:
+def decode_budget(spec: ShardSpec, options: ExtractOptions, slack_s: float) -> float | None:
     """Seconds a shard's decode task may run before it is cancelled: the per-video budget times the
     videos it decodes, plus slack (None without --item-timeout). The task enforces the per-video
     budget itself; this catches a worker stuck where that cannot reach (native code holding it)."""
     if not options.item_timeout:
         return None
     groups = {r.video_id if options.layout == "full" else (r.video_id, r.clip_id) for r in spec.rows}
-    return options.item_timeout * max(1, len(groups)) + DECODE_SLACK_S
+    return options.item_timeout * max(1, len(groups)) + slack_s
 
 
 # A waiting object ref's handler: called with the shard, the ref, its value (or None) and its error.
@@ -244,8 +243,13 @@ class _Stream:
         self.result = StreamResult(self.pool.captioner_id, 0, {})
         self.subs_ref: Any = ray.put(subtitles) if subtitles is not None else None
         self.waiting: dict[ray.ObjectRef, tuple[_Shard, _Handler]] = {}
-        self.deadlines: dict[ray.ObjectRef, float] = {}  # decode task ref -> time.monotonic() deadline
         self.inflight = 0
+        # Decode time budgets. A budget starts when a decode slot is free for its task (queued tasks
+        # must not run out of time before they start), so at most `slots` budgets run at once.
+        free = ray.cluster_resources().get("CPU", 1.0) - cfg.num_captioners * cfg.captioner_cpus
+        self.slots = max(1, math.floor(free / cfg.decode_cpus))
+        self.budgets: deque[tuple[Any, float]] = deque()  # (task ref, seconds), in submission order
+        self.deadlines: dict[Any, float] = {}  # running budgets: task ref -> time.monotonic() deadline
 
     # -- the loop
     def run(self, specs: Iterator[ShardSpec]) -> StreamResult:
@@ -264,7 +268,6 @@ class _Stream:
             ready, _ = ray.wait(list(self.waiting), num_returns=1, timeout=self._wait_s())
             for ref in ready:
                 sh, handler = self.waiting.pop(ref)
-                self.deadlines.pop(ref, None)
                 value: Any = None
                 error: Exception | None = None
                 try:
@@ -283,23 +286,31 @@ class _Stream:
             return self.cfg.progress_every_s
         return max(0.05, min(self.cfg.progress_every_s, min(self.deadlines.values()) - time.monotonic()))
 
+    def _budget(self, ref: Any, seconds: float | None) -> None:
+        if seconds is not None:
+            self.budgets.append((ref, seconds))
+
     def _cancel_overdue(self) -> None:
         """Cancel (force-kill the worker of) every decode task past its budget: its shard is then
-        salvaged clip by clip, and a clip whose own task overruns fails with 'decode: timeout'."""
+        salvaged clip by clip, and a clip whose own task overruns fails with 'decode: timeout'.
+        Then start the budgets of queued tasks as running ones finish."""
+        if self.deadlines:
+            finished, _ = ray.wait(list(self.deadlines), num_returns=len(self.deadlines), timeout=0)
+            for ref in finished:
+                del self.deadlines[ref]
         now = time.monotonic()
         for ref, deadline in list(self.deadlines.items()):
-            if now <= deadline:
-                continue
-            del self.deadlines[ref]
-            finished, _ = ray.wait([ref], timeout=0)
-            if not finished:
+            if now > deadline:
+                del self.deadlines[ref]
                 self.result.decode_cancelled += 1
                 ray.cancel(ref, force=True)
+        while self.budgets and len(self.deadlines) < self.slots:
+            ref, seconds = self.budgets.popleft()
+            self.deadlines[ref] = now + seconds
 
     def _wait_for(self, ref: Any, sh: _Shard, handler: _Handler, budget: float | None = None) -> None:
         self.waiting[ref] = (sh, handler)
-        if budget is not None:
-            self.deadlines[ref] = time.monotonic() + budget
+        self._budget(ref, budget)
 
     def _settle(self, sh: _Shard, reason: str) -> None:
         _give_up(sh, reason, self.result)
@@ -310,7 +321,7 @@ class _Stream:
         sh.results, sh.middles, done = self.decode.remote(
             sh.spec, self.videos_root, self.options, self.subs_ref, self.cfg.caption_input_size
         )
-        self._wait_for(done, sh, self._decoded, decode_budget(sh.spec, self.options))
+        self._wait_for(done, sh, self._decoded, decode_budget(sh.spec, self.options, self.cfg.decode_slack_s))
 
     def _decoded(self, sh: _Shard, _ref: Any, _value: Any, error: Exception | None) -> None:
         if error is None:
@@ -338,9 +349,7 @@ class _Stream:
                     one, self.videos_root, self.options, self.subs_ref, self.cfg.caption_input_size
                 )
             )
-            budget = decode_budget(one, self.options)
-            if budget is not None:
-                self.deadlines[refs[2]] = time.monotonic() + budget  # cancelled by the loop, never awaited
+            self._budget(refs[2], decode_budget(one, self.options, self.cfg.decode_slack_s))
             clip_refs.append(refs)
         sh.results, sh.middles, done = self.collect.remote(sh.spec, clip_refs, self.options.item_timeout)
         self._wait_for(done, sh, self._decoded)

@@ -1,9 +1,9 @@
 """Decoded picture -> stored RGB: colour conversion, orientation, display aspect, resizes, K.mp4.
 
-Colour is converted at full resolution in one exact step and only then resized (docs/PIPELINE.md,
-"Colour"): swscale with accurate rounding and full chroma interpolation honours the stream's matrix
-(BT.601/BT.709/...) and range (limited/full) and matches a floating-point reference to ~0.01 level,
-while scaling and converting in one swscale call is ~1 level darker (white 253, not 255).
+Colour is converted at full resolution, exactly as a full-resolution `ffmpeg -pix_fmt rgb24` decode does
+(FFmpeg's unscaled YUV -> RGB path, which honours the frame's matrix, BT.601/BT.709/..., and range,
+limited/full), and only then resized with the documented PIL bicubic (docs/PIPELINE.md, "Colour").
+Scaling and converting in one swscale call, as before, is ~1 level darker and turns white into 253.
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ from fractions import Fraction
 
 import av
 import numpy as np
-from av.video.reformatter import Interpolation
 from PIL import Image
-
-# Nearest chroma sample (as FFmpeg's own unscaled yuv -> rgb24 path), exact rounding, full chroma.
-_EXACT = Interpolation.POINT | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
 
 
 def to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """H x W x 3 uint8 RGB at the coded size, using the frame's colour matrix and range."""
-    return frame.reformat(format="rgb24", interpolation=_EXACT).to_ndarray()
+    """H x W x 3 uint8 RGB at the coded size, using the frame's colour matrix and range (no scaling, so
+    swscale takes its unscaled conversion path, the one `ffmpeg -pix_fmt rgb24` uses)."""
+    return frame.to_ndarray(format="rgb24")
 
 
 def rotate(a: np.ndarray, rotation: int) -> np.ndarray:

@@ -32,10 +32,20 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 def _rows(name: str, times: list[Fraction]) -> list[ClipRow]:
     """Spans that start on, between and just after keyframes, overlap, and reach the last frame."""
-    cuts = [(0, 7), (3, 14), (11, 13), (12, 25), (17, 30), (23, 24), (25, len(times) - 1), (30, len(times) - 1)]
+    cuts = [
+        (0, 7),
+        (3, 14),
+        (11, 13),
+        (12, 25),
+        (17, 30),
+        (23, 24),
+        (25, len(times) - 1),
+        (30, len(times) - 1),
+    ]
     mid = Fraction(1, 120)  # a quarter frame: spans fall between frames, as real spans do
     return [
-        ClipRow(k, f"{name}.{k}", name, float(times[a] + mid), float(times[b] + mid), "t") for k, (a, b) in enumerate(cuts)
+        ClipRow(k, f"{name}.{k}", name, float(times[a] + mid), float(times[b] + mid), "t")
+        for k, (a, b) in enumerate(cuts)
     ]
 
 
@@ -110,10 +120,14 @@ def test_unclean_keyframes_are_recognised(corpus: tuple[Path, dict]) -> None:
     ):
         codec, extra, keys = _keyframe_packets(root / name)
         assert len(keys) >= 3 and is_clean_random_access(codec, extra, keys[0])
-        assert [is_clean_random_access(codec, extra, k) for k in keys[1:]] == [clean_after_first] * (len(keys) - 1)
+        assert [is_clean_random_access(codec, extra, k) for k in keys[1:]] == [clean_after_first] * (
+            len(keys) - 1
+        )
 
 
-def test_runtime_guards_catch_concealed_frames(corpus: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runtime_guards_catch_concealed_frames(
+    corpus: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the keyframe check switched off and the decoder told to show concealed pictures (as
     FFmpeg does on real files it cannot flag), the decode-time guards still store only true frames.
     The naive decode from the same keyframe is wrong, so this test can fail."""
