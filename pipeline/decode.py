@@ -73,6 +73,9 @@ class FrameSpec:
     video_fps: float = 3.0
     video_short_side: int = 240
     skip_nonref: bool = True  # benchmarks turn it off to measure what skipping saves
+    checks: bool = (
+        True  # the real-world checks (docs/PIPELINE.md, "Invariant"); benchmarks measure their cost
+    )
     item_timeout: float | None = None  # seconds per video (ExtractOptions holds the CLI default)
 
 
@@ -96,7 +99,7 @@ class _VideoInfo:
 def _run_pyav(path: Path, tasks: list[ClipTask], spec: FrameSpec, deadline: float) -> _VideoInfo:
     video_fps = spec.video_fps if spec.store_video else None
     reader = PyAVReader(path, spec.frames, spec.frame_size, video_fps, spec.video_short_side)
-    reader.skip_nonref = spec.skip_nonref
+    reader.skip_nonref, reader.checks = spec.skip_nonref, spec.checks
     reader.deadline, reader.timeout_s = deadline, spec.item_timeout
     try:
         reader.run(tasks)

@@ -176,3 +176,14 @@ def test_error_text_is_normalised() -> None:
     assert normalise_error(raw) == "/src/video_reader.cc:83: ERROR opening: [h264] bad"
     assert normalise_error("decode: x at 0x7f12ab34cd56") == "decode: x at"
     assert ClipResult.failed(ClipRow(0, "a", "a", 0, 1, "t"), "decode: [01:02:03] y").error == "decode: y"
+
+
+def test_corpus_cli_writes_and_checks_the_pathologies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from synthetic.corpus import main
+
+    assert main(["--out", str(tmp_path), "--pathologies"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pyav"] == [] and report["decord"] == [] and "b_frames.avi" in report["files"]
+    assert (tmp_path / "pathologies" / TRUTH).is_file()
