@@ -1,6 +1,6 @@
 """Text encoders for the NMI analysis: `clip` (the paper's protocol) and `minilm` (embedded default).
 
-`clip`: the project's CLIP text tower (`trainer.model`) and BPE tokenizer (`trainer.tokenizer`),
+`clip`: the project's CLIP text tower (`trainer.model`) and BPE tokenizer (`trainer.model.tokenizer`),
 loaded from a local Hugging Face CLIP directory (config.json + model.safetensors + vocab.json +
 merges.txt) or an OpenAI CLIP `.pt` plus a tokenizer directory. Texts are tokenised and truncated at
 77 tokens, the EOT token's feature is projected and L2-normalised (`CLIPViP.encode_text`), exactly as
@@ -31,7 +31,7 @@ from analysis.cache import sha256_file
 
 if TYPE_CHECKING:
     from trainer.model import CLIPViP
-    from trainer.tokenizer import ClipTokenizer
+    from trainer.model.tokenizer import ClipTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def load_clip_encoder(
     """CLIP text encoder from files `check_clip_files` has vetted: a Hugging Face CLIP directory or an
     OpenAI CLIP `.pt` file, the tokenizer directory, and the weight file's sha256 (the encoder id)."""
     from trainer.model import from_pretrained
-    from trainer.tokenizer import load_clip_tokenizer
+    from trainer.model.tokenizer import load_clip_tokenizer
 
     model = from_pretrained(weights)
     return ClipTextEncoder(model, load_clip_tokenizer(tokenizer_dir), weights_sha256=weight_sha256, opts=opts)

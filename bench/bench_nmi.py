@@ -75,8 +75,8 @@ def bench_clip(texts: list[str]) -> tuple[float, float]:
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     from trainer.model import CLIPViP, tiny_config
-    from trainer.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
-    from trainer.weights import hf_config_dict
+    from trainer.model.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
+    from trainer.model.weights import hf_config_dict
 
     # B/32 text tower shape. The tokenizer is a small BPE in CLIP's format: every text is padded to 77
     # tokens anyway, so the tower's cost does not depend on the vocabulary the ids come from.

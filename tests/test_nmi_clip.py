@@ -19,8 +19,8 @@ from transformers import CLIPModel, CLIPTokenizer
 
 from analysis.encoders import CLIP_CONTEXT_LENGTH, EncoderError, load_encoder
 from synthetic import texts as synthetic
-from trainer.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
-from trainer.weights import hf_to_openai
+from trainer.model.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
+from trainer.model.weights import hf_to_openai
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-5

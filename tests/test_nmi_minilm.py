@@ -9,9 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from analysis import encoders, synthetic
+from analysis import encoders
 from analysis.encoders import MINILM_SHA256, EncoderError, LazyEncoder, MiniLMEncoder, load_encoder
 from analysis.nmi import main
+from synthetic import texts as synthetic
 
 CONTRACT_KEYS = {"src", "tgt", "encoder", "samples", "repeats", "seed", "nmi_mean", "nmi_std", "nmi_runs"}
 
