@@ -42,7 +42,6 @@ SEEK_GAP_S = Fraction(10)  # a clip further than this after its group's end star
 MAX_GROUP_S = Fraction(60)  # bounds the packets buffered for one group
 END_TOLERANCE_S = Fraction(1, 2)  # a span may end this much after the last frame ends (rounded spans)
 MAX_BACK_STEPS = 8  # unclean keyframes stepped over before decoding from the start of the file
-TIME_SOURCES = ("pts", "output_order")
 
 
 class DecodeError(Exception):
@@ -223,6 +222,7 @@ class PyAVReader:
     # -- 2-4. window, select, decode, retry ---------------------------------------------------------
 
     def _run_group(self, group: list[ClipTask]) -> None:
+        """Steps 2-4 for one group: window, select, decode, and retry until a run is trusted."""
         whole = group[0].start is None
         lo = None if whole else min(t.start for t in group if t.start is not None)
         hi = None if whole else max(t.end for t in group if t.end is not None)
@@ -230,7 +230,7 @@ class PyAVReader:
         reason = ""
         decoded = False
         for attempt in ("keyframe", "earlier keyframe", "start of file"):
-            window = self._window_from_start(hi) if lo is None or attempt == "start of file" else None
+            window = self._window_at(None, hi) if lo is None or attempt == "start of file" else None
             if window is None:
                 assert lo is not None
                 before = lo if not tried else self.time(min(tried)) - self.tb
@@ -255,9 +255,6 @@ class PyAVReader:
                 t.error = self._no_packet_reason(t)
             elif t.missing():
                 t.error = reason
-
-    def _window_from_start(self, hi: Fraction | None) -> _Window | None:
-        return self._window_at(None, hi)
 
     def _window_at(self, t: Fraction | None, hi: Fraction | None) -> _Window | None:
         """Packets from the last clean keyframe showing at or before t (None: the file's first
