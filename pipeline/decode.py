@@ -79,7 +79,7 @@ class FrameSpec:
     item_timeout: float | None = None  # seconds per video (ExtractOptions holds the CLI default)
 
 
-_TIMESTAMP = re.compile(r"\[?\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b\]?\s*")
+_TIMESTAMP = re.compile(r"\[\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\]\s*")  # decord's log prefix
 _ADDRESS = re.compile(r"\s*@\s*0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")
 
 
