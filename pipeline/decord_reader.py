@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.frame_convert import display_size, resize, squash, video_size
 from pipeline.frame_select import select_frames
-from pipeline.pyav_reader import END_TOLERANCE_S, ClipTask, DecodeError
+from pipeline.pyav_reader import END_TOLERANCE_S, ClipTask, DecodeError, decode_order_stamps
 from pipeline.random_access import is_clean_random_access
 
 
@@ -34,18 +34,18 @@ def decord_refusal(path: Path) -> str | None:
             s = c.streams.video[0]
             codec, extra = s.codec_context.name, s.codec_context.extradata
             reorders = bool(s.codec_context.has_b_frames)
-            pts: list[int] = []
+            packets: list[av.Packet] = []
             for p in c.demux(s):
                 if not p.size or p.pts is None:
                     continue
-                pts.append(p.pts)
+                packets.append(p)
                 if (
                     p.is_keyframe
-                    and len(pts) > 1
+                    and len(packets) > 1
                     and not is_clean_random_access(codec, extra, bytes(p), open_gop=False)
                 ):
                     return "keyframes that are not IDR (open GOP, intra refresh or bad sync flags); decord picks wrong frames there"
-            if reorders and len(pts) >= 8 and all(a < b for a, b in zip(pts, pts[1:])):
+            if decode_order_stamps(packets, reorders):
                 return "timestamps are decode order; decord would pick wrong frames"
     except (av.FFmpegError, OSError, UnicodeDecodeError):
         return None

@@ -239,7 +239,7 @@ class PyAVReader:
                 continue
             tried.add(window.key_pts)
             decoded = True
-            if _decode_order_stamps(window.packets, bool(self.cc.has_b_frames)):
+            if decode_order_stamps(window.packets, bool(self.cc.has_b_frames)):
                 raise _OutputOrderNeeded
             for t in group:
                 t.reset()
@@ -570,12 +570,16 @@ class PyAVReader:
         return n
 
 
-def _decode_order_stamps(packets: list[av.Packet], reorders: bool) -> bool:
+def decode_order_stamps(packets: list[av.Packet], reorders: bool) -> bool:
     """pts that merely count decode order although the codec reorders frames (e.g. mpeg4 B-frames
-    written with pts = dts): they cannot be presentation times."""
+    written with pts = dts): they rise strictly in decode order and mostly equal the dts. A real
+    reordering stream shows pts out of decode order, or (mp4, a stretch without B-frames) pts a
+    constant delay after dts."""
     if not reorders or len(packets) < 8:
         return False
-    return all(_pts(a) < _pts(b) for a, b in zip(packets, packets[1:]))
+    if not all(_pts(a) < _pts(b) for a, b in zip(packets, packets[1:])):
+        return False
+    return 2 * sum(1 for p in packets if p.dts is None or p.dts == p.pts) > len(packets)
 
 
 def _log_text(message: tuple) -> str:
