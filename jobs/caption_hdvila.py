@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--shard-size", type=int, default=_DEFAULTS.shard_size, help="clips per shard")
     ex.add_argument("--store-video", action="store_true", help="also store K.mp4 (3 fps, short side 240)")
     ex.add_argument("--decoder", choices=DECODERS, default=_DEFAULTS.decoder)
+    ex.add_argument(
+        "--item-timeout",
+        type=float,
+        default=_DEFAULTS.item_timeout,
+        help="seconds one video may take to decode; its clips then fail with 'decode: timeout' (0: no limit)",
+    )
     p.add_argument(
         "--captioner",
         default="ofa",

@@ -61,10 +61,13 @@ def decode(
 
 
 def collect_clip_decodes(
-    spec: ShardSpec, clip_refs: list[tuple[ray.ObjectRef, ray.ObjectRef, ray.ObjectRef]]
+    spec: ShardSpec,
+    clip_refs: list[tuple[ray.ObjectRef, ray.ObjectRef, ray.ObjectRef]],
+    item_timeout: float = 0.0,
 ) -> tuple[list[ClipResult], Middles, int]:
     """Salvage stage: a shard whose decode task kept failing is re-decoded one clip per task; this
-    gathers those tasks' results, turning each clip whose own task also failed into a failed result."""
+    gathers those tasks' results, turning each clip whose own task also failed into a failed result
+    (a task the driver cancelled for running past its budget: "decode: timeout after N s")."""
     results: list[ClipResult] = []
     middles: Middles = {}
     for row, (res_ref, mid_ref, _) in zip(spec.rows, clip_refs):
@@ -72,6 +75,8 @@ def collect_clip_decodes(
             res, mid = ray.get([res_ref, mid_ref])
             results.extend(res)
             middles.update(mid)
+        except ray.exceptions.TaskCancelledError:
+            results.append(ClipResult.failed(row, f"decode: timeout after {item_timeout:g} s"))
         except Exception as e:  # the clip's own task crashed or raised: record it, never retry forever
             results.append(ClipResult.failed(row, f"decode: {failure_reason(e)}"))
     return results, middles, len(middles)

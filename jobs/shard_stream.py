@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ class StreamConfig:
     max_actor_restarts: int = 3  # restarts of a crashed captioner actor (its calls are retried)
     max_actor_replacements: int = 4  # fresh actors started after one died for good
     progress_every_s: float = 5.0
+    decode_slack_s: float = 30.0  # added to a decode task's time budget (worker start, opens, puts)
 
     def resolve(
         self, cluster_cpus: float, object_store_bytes: float = 0.0, shard_bytes: float = 0.0
@@ -144,6 +146,7 @@ class StreamResult:
     decode_salvaged: int = 0  # shards re-decoded clip by clip after their task kept failing
     caption_salvaged: int = 0  # shards re-captioned clip by clip after their call kept failing
     actors_replaced: int = 0
+    decode_cancelled: int = 0  # decode tasks cancelled for running past their time budget
 
 
 class _CaptionerPool:
@@ -188,6 +191,222 @@ class _CaptionerPool:
             self.pending[slot] = 0
 
 
+def decode_budget(spec: ShardSpec, options: ExtractOptions, slack_s: float) -> float | None:
+    """Seconds a shard's decode task may run before it is cancelled: the per-video budget times the
+    videos it decodes, plus slack (None without --item-timeout). The task enforces the per-video
+    budget itself; this catches a worker stuck where that cannot reach (native code holding it)."""
+    if not options.item_timeout:
+        return None
+    groups = {r.video_id if options.layout == "full" else (r.video_id, r.clip_id) for r in spec.rows}
+    return options.item_timeout * max(1, len(groups)) + slack_s
+
+
+# A waiting object ref's handler: called with the shard, the ref, its value (or None) and its error.
+_Handler = Callable[[_Shard, Any, Any, "Exception | None"], None]
+
+
+class _Stream:
+    """The driver loop of `run_stream`: per shard, decode -> caption -> write, each step a method that
+    handles one finished object ref and starts the next step (or salvages, or gives up)."""
+
+    def __init__(
+        self,
+        out: str,
+        videos_root: str,
+        options: ExtractOptions,
+        subtitles: Mapping[str, str] | None,
+        cfg: StreamConfig,
+        progress: Progress,
+        decode_fn: Callable[..., Any],
+    ) -> None:
+        self.out, self.videos_root, self.options, self.cfg, self.progress = (
+            out,
+            videos_root,
+            options,
+            cfg,
+            progress,
+        )
+        self.decode = ray.remote(decode_fn).options(
+            num_cpus=cfg.decode_cpus, num_returns=3, max_retries=cfg.max_retries
+        )
+        self.decode_one = ray.remote(decode_fn).options(
+            num_cpus=cfg.decode_cpus, num_returns=3, max_retries=1
+        )
+        self.collect = ray.remote(stages.collect_clip_decodes).options(
+            num_cpus=0, num_returns=3, max_retries=cfg.max_retries
+        )
+        self.collect_caps = ray.remote(stages.collect_clip_captions).options(
+            num_cpus=0, max_retries=cfg.max_retries
+        )
+        self.write = ray.remote(stages.write).options(num_cpus=cfg.write_cpus, max_retries=cfg.max_retries)
+        self.pool = _CaptionerPool(cfg)
+        self.result = StreamResult(self.pool.captioner_id, 0, {})
+        self.subs_ref: Any = ray.put(subtitles) if subtitles is not None else None
+        self.waiting: dict[ray.ObjectRef, tuple[_Shard, _Handler]] = {}
+        self.inflight = 0
+        # Decode time budgets. A budget starts when a decode slot is free for its task (queued tasks
+        # must not run out of time before they start), so at most `slots` budgets run at once.
+        free = ray.cluster_resources().get("CPU", 1.0) - cfg.num_captioners * cfg.captioner_cpus
+        self.slots = max(1, math.floor(free / cfg.decode_cpus))
+        self.budgets: deque[tuple[Any, float]] = deque()  # (task ref, seconds), in submission order
+        self.deadlines: dict[Any, float] = {}  # running budgets: task ref -> time.monotonic() deadline
+
+    # -- the loop
+    def run(self, specs: Iterator[ShardSpec]) -> StreamResult:
+        exhausted = False
+        while True:
+            while not exhausted and self.inflight < self.cfg.max_inflight:
+                spec = next(specs, None)
+                if spec is None:
+                    exhausted = True
+                    break
+                self.inflight += 1
+                self._start_decode(_Shard(spec))
+            if not self.waiting:
+                break
+            self._cancel_overdue()
+            ready, _ = ray.wait(list(self.waiting), num_returns=1, timeout=self._wait_s())
+            for ref in ready:
+                sh, handler = self.waiting.pop(ref)
+                value: Any = None
+                error: Exception | None = None
+                try:
+                    value = ray.get(ref)
+                except Exception as e:  # every failure is handled per shard, by the handler
+                    error = e
+                handler(sh, ref, value, error)
+                self.progress.maybe_print(self.cfg.progress_every_s)
+            self.progress.maybe_print(self.cfg.progress_every_s)
+        self.progress.maybe_print(0, force=True)
+        self.result.actors_replaced = self.pool.replaced
+        return self.result
+
+    def _wait_s(self) -> float:
+        if not self.deadlines:
+            return self.cfg.progress_every_s
+        return max(0.05, min(self.cfg.progress_every_s, min(self.deadlines.values()) - time.monotonic()))
+
+    def _budget(self, ref: Any, seconds: float | None) -> None:
+        if seconds is not None:
+            self.budgets.append((ref, seconds))
+
+    def _cancel_overdue(self) -> None:
+        """Cancel (force-kill the worker of) every decode task past its budget: its shard is then
+        salvaged clip by clip, and a clip whose own task overruns fails with 'decode: timeout'.
+        Then start the budgets of queued tasks as running ones finish."""
+        if self.deadlines:
+            finished, _ = ray.wait(list(self.deadlines), num_returns=len(self.deadlines), timeout=0)
+            for ref in finished:
+                del self.deadlines[ref]
+        now = time.monotonic()
+        for ref, deadline in list(self.deadlines.items()):
+            if now > deadline:
+                del self.deadlines[ref]
+                self.result.decode_cancelled += 1
+                ray.cancel(ref, force=True)
+        while self.budgets and len(self.deadlines) < self.slots:
+            ref, seconds = self.budgets.popleft()
+            self.deadlines[ref] = now + seconds
+
+    def _wait_for(self, ref: Any, sh: _Shard, handler: _Handler, budget: float | None = None) -> None:
+        self.waiting[ref] = (sh, handler)
+        self._budget(ref, budget)
+
+    def _settle(self, sh: _Shard, reason: str) -> None:
+        _give_up(sh, reason, self.result)
+        self.inflight -= 1
+
+    # -- decode
+    def _start_decode(self, sh: _Shard) -> None:
+        sh.results, sh.middles, done = self.decode.remote(
+            sh.spec, self.videos_root, self.options, self.subs_ref, self.cfg.caption_input_size
+        )
+        self._wait_for(done, sh, self._decoded, decode_budget(sh.spec, self.options, self.cfg.decode_slack_s))
+
+    def _decoded(self, sh: _Shard, _ref: Any, _value: Any, error: Exception | None) -> None:
+        if error is None:
+            self._start_caption(sh)
+        elif not sh.salvaged:
+            self._salvage_decode(sh, error)
+        else:
+            self._settle(sh, f"decode: {stages.failure_reason(error)}")
+
+    def _salvage_decode(self, sh: _Shard, error: Exception) -> None:
+        """The shard's task failed even after Ray's retries (e.g. a decoder crash that kills the worker
+        every time, or a hang): decode each clip in its own task so only the culprit fails."""
+        sh.salvaged = True
+        self.result.decode_salvaged += 1
+        print(
+            f"[caption-job] shard {sh.spec.index}: decode failed ({stages.failure_reason(error)}); "
+            "decoding its clips one by one",
+            flush=True,
+        )
+        clip_refs = []
+        for row in sh.spec.rows:
+            one = ShardSpec(sh.spec.index, [row])
+            refs = tuple(
+                self.decode_one.remote(
+                    one, self.videos_root, self.options, self.subs_ref, self.cfg.caption_input_size
+                )
+            )
+            self._budget(refs[2], decode_budget(one, self.options, self.cfg.decode_slack_s))
+            clip_refs.append(refs)
+        sh.results, sh.middles, done = self.collect.remote(sh.spec, clip_refs, self.options.item_timeout)
+        self._wait_for(done, sh, self._decoded)
+
+    # -- caption
+    def _start_caption(self, sh: _Shard) -> None:
+        ref, slot = self.pool.submit(sh.middles)
+        self._wait_for(ref, sh, lambda s, r, v, e: self._captioned(s, r, e, slot))
+
+    def _captioned(self, sh: _Shard, ref: Any, error: Exception | None, slot: int) -> None:
+        self.pool.done(slot)
+        if error is None:
+            sh.captions = ref
+            self._start_write(sh)
+            return
+        self.pool.failed(slot, error)
+        self.result.caption_salvaged += 1
+        print(
+            f"[caption-job] shard {sh.spec.index}: captioning failed ({stages.failure_reason(error)}); "
+            "captioning its clips one by one",
+            flush=True,
+        )
+        # One call per clip, so a clip whose image crashes the captioner fails alone.
+        try:
+            middles = ray.get(sh.middles)
+        except Exception as e:  # the frames were lost with their node: redo on resubmit
+            self._settle(sh, f"caption: {stages.failure_reason(e)}")
+            return
+        calls = [self.pool.submit({k: img}) for k, img in middles.items()]
+        ref = self.collect_caps.remote(list(middles), [c for c, _ in calls])
+        slots = [slot for _, slot in calls]
+        self._wait_for(ref, sh, lambda s, r, v, e: self._salvage_captioned(s, r, e, slots))
+
+    def _salvage_captioned(self, sh: _Shard, ref: Any, error: Exception | None, slots: list[int]) -> None:
+        for slot in slots:
+            self.pool.done(slot)
+        if error is None:
+            sh.captions = ref
+            self._start_write(sh)
+        else:
+            self._settle(sh, f"caption: {stages.failure_reason(error)}")
+
+    # -- write
+    def _start_write(self, sh: _Shard) -> None:
+        ref = self.write.remote(self.out, sh.spec, sh.results, sh.captions, self.options, sh.started)
+        sh.middles = None  # the captions are done: let the object store free the native frames
+        self._wait_for(ref, sh, self._written)
+
+    def _written(self, sh: _Shard, _ref: Any, value: Any, error: Exception | None) -> None:
+        if error is not None:
+            self._settle(sh, f"write: {stages.failure_reason(error)}")
+            return
+        self.inflight -= 1
+        self.result.written += 1
+        _count(sh.spec, value, self.progress)
+
+
 def run_stream(
     out: str,
     specs: Iterator[ShardSpec],
@@ -196,139 +415,11 @@ def run_stream(
     subtitles: Mapping[str, str] | None,
     cfg: StreamConfig,
     progress: Progress,
+    decode_fn: Callable[..., Any] = stages.decode,
 ) -> StreamResult:
-    """Push every shard of `specs` through decode -> caption -> write; returns when all are settled."""
-    decode: Any = ray.remote(stages.decode).options(
-        num_cpus=cfg.decode_cpus, num_returns=3, max_retries=cfg.max_retries
-    )
-    decode_one: Any = ray.remote(stages.decode).options(
-        num_cpus=cfg.decode_cpus, num_returns=3, max_retries=1
-    )
-    collect: Any = ray.remote(stages.collect_clip_decodes).options(
-        num_cpus=0, num_returns=3, max_retries=cfg.max_retries
-    )
-    collect_caps: Any = ray.remote(stages.collect_clip_captions).options(
-        num_cpus=0, max_retries=cfg.max_retries
-    )
-    write: Any = ray.remote(stages.write).options(num_cpus=cfg.write_cpus, max_retries=cfg.max_retries)
-    pool = _CaptionerPool(cfg)
-    result = StreamResult(pool.captioner_id, 0, {})
-    subs_ref: Any = ray.put(subtitles) if subtitles is not None else None
-
-    # ref -> (shard, stage, extra); stages: decode, caption (extra: actor slot), salvage-caption (slots), write
-    waiting: dict[ray.ObjectRef, tuple[_Shard, str, Any]] = {}
-    inflight = 0
-    exhausted = False
-
-    def start_decode(sh: _Shard) -> None:
-        sh.results, sh.middles, done = decode.remote(
-            sh.spec, videos_root, options, subs_ref, cfg.caption_input_size
-        )
-        waiting[done] = (sh, "decode", None)
-
-    def start_caption(sh: _Shard) -> None:
-        ref, slot = pool.submit(sh.middles)
-        waiting[ref] = (sh, "caption", slot)
-
-    def start_write(sh: _Shard) -> None:
-        ref = write.remote(out, sh.spec, sh.results, sh.captions, options, sh.started)
-        sh.middles = None  # the captions are done: let the object store free the native frames
-        waiting[ref] = (sh, "write", None)
-
-    while True:
-        while not exhausted and inflight < cfg.max_inflight:
-            spec = next(specs, None)
-            if spec is None:
-                exhausted = True
-                break
-            inflight += 1
-            start_decode(_Shard(spec))
-        if not waiting:
-            break
-        ready, _ = ray.wait(list(waiting), num_returns=1, timeout=cfg.progress_every_s)
-        for ref in ready:
-            sh, stage, extra = waiting.pop(ref)
-            value: Any = None
-            error: Exception | None = None
-            try:
-                value = ray.get(ref)
-            except Exception as e:  # every failure is handled per shard below
-                error = e
-
-            if stage == "decode":
-                if error is None:
-                    start_caption(sh)
-                elif not sh.salvaged:
-                    # The shard's task failed even after Ray's retries (e.g. a decoder crash that kills
-                    # the worker every time): decode each clip in its own task so only the culprit fails.
-                    sh.salvaged = True
-                    result.decode_salvaged += 1
-                    print(
-                        f"[caption-job] shard {sh.spec.index}: decode failed ({stages.failure_reason(error)}); "
-                        "decoding its clips one by one",
-                        flush=True,
-                    )
-                    clip_refs = [
-                        tuple(
-                            decode_one.remote(
-                                ShardSpec(sh.spec.index, [row]),
-                                videos_root,
-                                options,
-                                subs_ref,
-                                cfg.caption_input_size,
-                            )
-                        )
-                        for row in sh.spec.rows
-                    ]
-                    sh.results, sh.middles, done = collect.remote(sh.spec, clip_refs)
-                    waiting[done] = (sh, "decode", None)
-                else:
-                    _give_up(sh, f"decode: {stages.failure_reason(error)}", result)
-                    inflight -= 1
-            elif stage == "caption":
-                pool.done(extra)
-                if error is None:
-                    sh.captions = ref
-                    start_write(sh)
-                else:
-                    pool.failed(extra, error)
-                    result.caption_salvaged += 1
-                    print(
-                        f"[caption-job] shard {sh.spec.index}: captioning failed ({stages.failure_reason(error)}); "
-                        "captioning its clips one by one",
-                        flush=True,
-                    )
-                    # One call per clip, so a clip whose image crashes the captioner fails alone.
-                    try:
-                        middles = ray.get(sh.middles)
-                    except Exception as e:  # the frames were lost with their node: redo on resubmit
-                        _give_up(sh, f"caption: {stages.failure_reason(e)}", result)
-                        inflight -= 1
-                        continue
-                    calls = [pool.submit({k: img}) for k, img in middles.items()]
-                    ref = collect_caps.remote(list(middles), [c for c, _ in calls])
-                    waiting[ref] = (sh, "salvage-caption", [slot for _, slot in calls])
-            elif stage == "salvage-caption":
-                for slot in extra:
-                    pool.done(slot)
-                if error is None:
-                    sh.captions = ref
-                    start_write(sh)
-                else:
-                    _give_up(sh, f"caption: {stages.failure_reason(error)}", result)
-                    inflight -= 1
-            elif stage == "write":
-                inflight -= 1
-                if error is None:
-                    result.written += 1
-                    _count(sh.spec, value, progress)
-                else:
-                    _give_up(sh, f"write: {stages.failure_reason(error)}", result)
-            progress.maybe_print(cfg.progress_every_s)
-        progress.maybe_print(cfg.progress_every_s)
-    progress.maybe_print(0, force=True)
-    result.actors_replaced = pool.replaced
-    return result
+    """Push every shard of `specs` through decode -> caption -> write; returns when all are settled.
+    `decode_fn` is the decode stage (tests pass a stand-in that hangs)."""
+    return _Stream(out, videos_root, options, subtitles, cfg, progress, decode_fn).run(specs)
 
 
 def _count(spec: ShardSpec, stats: Mapping[str, Any], progress: Progress) -> None:

@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--shard-size", type=int, default=_D.shard_size, help="clips per shard")
     ex.add_argument("--workers", type=int, default=_D.workers, help="decoding processes")
     ex.add_argument("--decoder", choices=DECODERS, default=_D.decoder, help="primary decoder")
+    ex.add_argument(
+        "--item-timeout",
+        type=float,
+        default=_D.item_timeout,
+        help="seconds one video may take to decode; its clips then fail with 'decode: timeout' (0: no limit)",
+    )
     ex.add_argument("--store-video", action="store_true", help="also store K.mp4 (3 fps, short side 240)")
     ex.add_argument(
         "--retry-failed", action="store_true", help="redo only the failed clips of complete shards"

@@ -51,6 +51,7 @@ def frame_spec(options: ExtractOptions) -> FrameSpec:
         store_video=options.store_video,
         video_fps=options.video_fps,
         video_short_side=options.video_short_side,
+        item_timeout=options.item_timeout or None,
     )
 
 

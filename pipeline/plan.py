@@ -53,9 +53,10 @@ class ExtractOptions:
     video_fps: float = 3.0
     video_short_side: int = 240
     workers: int = 1  # runtime only: not recorded as an output-shaping option
+    item_timeout: float = 600.0  # runtime only: seconds one video may decode per shard (0: no limit)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. captioner settings of the Ray job
 
-    RUNTIME_FIELDS = ("workers",)
+    RUNTIME_FIELDS = ("workers", "item_timeout")
 
     @classmethod
     def from_args(cls, args: Any, **overrides: Any) -> ExtractOptions:
@@ -70,6 +71,8 @@ class ExtractOptions:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.frames < 0 or self.frame_size < 8 or self.shard_size < 1 or self.workers < 1:
             raise ValueError("need frames >= 0, frame_size >= 8, shard_size >= 1, workers >= 1")
+        if not self.item_timeout >= 0:
+            raise ValueError(f"item_timeout must be >= 0 seconds (0: no limit), got {self.item_timeout}")
         if not 1 <= self.jpeg_quality <= 100 or self.video_fps <= 0 or self.video_short_side < 16:
             raise ValueError("bad jpeg_quality, video_fps or video_short_side")
 

@@ -127,6 +127,9 @@ def _members(res: ClipResult, key: str, caption: str | None, quality: int) -> li
         "fps": res.fps,
         "width": res.width,
         "height": res.height,
+        "display_width": res.display_width,
+        "display_height": res.display_height,
+        "time_source": res.time_source,
         "index": row.index,
         "decoder": res.decoder,
     }

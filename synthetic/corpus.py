@@ -47,6 +47,7 @@ from synthetic.content import (
     random_scene,
     subtitle,
 )
+from synthetic.pathologies import check_pathologies, write_pathologies
 from synthetic.stamp import band_top, draw_stamp
 
 log = logging.getLogger(__name__)
@@ -733,9 +734,17 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--audio-videos", type=int, default=d.audio_videos)
     p.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
     p.add_argument("--workers", type=int, default=1, help="encoding processes (output is identical)")
+    p.add_argument(
+        "--pathologies",
+        action="store_true",
+        help="instead: write the decoding-pathology corpus to OUT/pathologies and check this build's "
+        "decoders on it (exit 1 on any wrong frame)",
+    )
     args = show_defaults(p).parse_args(argv)
     output_dir(args.out)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.pathologies:
+        return _pathologies_main(args.out / "pathologies")
     try:
         manifest = generate(
             args.out,
@@ -763,6 +772,16 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UserError(str(exc)) from None
     print(json.dumps({k: str(v) for k, v in asdict(manifest).items() if isinstance(v, Path)}, indent=1))
     return 0
+
+
+def _pathologies_main(out: Path) -> int:
+    """Write synthetic.pathologies into `out` and report, per decoder, every clip stored with a wrong frame."""
+    truth = write_pathologies(out)
+    report: dict[str, Any] = {"out": str(out), "files": sorted(truth)}
+    for decoder in ("pyav", "decord"):
+        report[decoder] = check_pathologies(out, decoder)
+    print(json.dumps(report, indent=1))
+    return 1 if report["pyav"] or report["decord"] else 0
 
 
 if __name__ == "__main__":

@@ -291,10 +291,10 @@ def test_overlapping_unordered_and_far_apart_spans(
 ) -> None:
     """One video, clips that overlap, nest, repeat a span and come out of order; "pyav-seek" makes
     every gap count as far apart, so clips seek instead of continuing on the same decoder."""
-    import pipeline.decode
+    import pipeline.pyav_reader
 
     if decoder == "pyav-seek":
-        monkeypatch.setattr(pipeline.decode, "SEEK_GAP_S", Fraction(-100))
+        monkeypatch.setattr(pipeline.pyav_reader, "SEEK_GAP_S", Fraction(-100))
         decoder = "pyav"
     from pipeline.decode import FrameSpec, decode_video_clips
     from pipeline.metadata import ClipRow
