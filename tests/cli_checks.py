@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
+    # As a user's shell: not what an in-process --no-progress run of an earlier test set (os.environ).
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
     env.update(
         PYTHONPATH=str(REPO),
         HF_HUB_OFFLINE="1",
