@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.atomic import atomic_output, write_bytes_atomic
+
 log = logging.getLogger(__name__)
 
 HASH_CHUNK = 1 << 20
@@ -31,13 +33,6 @@ HASH_CHUNK = 1 << 20
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "clipvip" / "nmi"
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Temp file + rename: readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def sha256_file(path: Path) -> str:
@@ -132,7 +127,6 @@ class FeatureCache:
         if self.npy is None or self.index is None:
             return
         self.npy.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.npy.with_name(f".{self.npy.name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, self.feats, allow_pickle=False)
-        os.replace(tmp, self.npy)
+        with atomic_output(self.npy) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, self.feats, allow_pickle=False)  # a file object: np.save would add ".npy" to a name
         write_bytes_atomic(self.index, json.dumps(self.texts, ensure_ascii=False).encode("utf-8"))

@@ -8,9 +8,14 @@ Euclidean KMeans on the same unit vectors is the cross-check (`--kmeans sklearn`
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+
+# faiss's loader logs "Could not load library with AVX512 support due to: ModuleNotFoundError(...)" at
+# INFO when it falls back to its AVX2 build: normal, but it reads like an error in our INFO-level log.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,9 @@ def kmeans_labels(x: np.ndarray, seed: int, cfg: KMeansConfig = KMeansConfig()) 
             spherical=True,
             seed=seed,
             max_points_per_centroid=max(1, x.shape[0]),
+            # faiss warns (to stderr, once per call) below 39 points per centroid; small sides are
+            # allowed on purpose (--allow-smaller) and reported once by the table's warning row
+            min_points_per_centroid=1,
             verbose=False,
         )
         before = faiss.omp_get_max_threads()

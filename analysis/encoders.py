@@ -1,7 +1,7 @@
 """Text encoders for the NMI analysis: `clip` (the paper's protocol) and `minilm` (embedded default).
 
-`clip`: only the text tower of the project's CLIP (`trainer.text.CLIPTextModel` plus the text
-projection) and its BPE tokenizer (`trainer.tokenizer`), loaded from a local Hugging Face CLIP
+`clip`: only the text tower of the project's CLIP (`trainer.model.text.CLIPTextModel` plus the text
+projection) and its BPE tokenizer (`trainer.model.tokenizer`), loaded from a local Hugging Face CLIP
 directory (config.json + model.safetensors + vocab.json + merges.txt) or an OpenAI CLIP `.pt` plus a
 tokenizer directory. Texts are tokenised and truncated at 77 tokens, the EOT token's feature is
 projected and L2-normalised, exactly as CLIP-ViP extracts text features.
@@ -34,9 +34,9 @@ from tqdm import tqdm
 
 from analysis.cache import file_sha256, sha256_file
 from analysis.packed_bert import PackedBert
-from trainer.text import CLIPTextModel
-from trainer.tokenizer import ClipTokenizer, load_clip_tokenizer
-from trainer.weights import config_from_state_dict, read_checkpoint
+from trainer.model.text import CLIPTextModel
+from trainer.model.tokenizer import ClipTokenizer, load_clip_tokenizer
+from trainer.model.weights import config_from_state_dict, read_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from machine import machine_line
 
-from trainer.attention import reference_attention, vip_attention, vip_mask
-from trainer.encoder import CLIPEncoderLayer
 from trainer.model import CLIPViP, ClipViPConfig, VisionConfig
+from trainer.model.attention import reference_attention, vip_attention, vip_mask
+from trainer.model.encoder import CLIPEncoderLayer
 
 FRAMES, PROXIES, WIDTH, HEADS = 12, 3, 768, 12
 SHAPES = {"B/32": 49, "B/16": 196}

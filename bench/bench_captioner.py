@@ -26,9 +26,8 @@ import torch.nn as nn
 from machine import cpu_name, load_average
 
 from captioner.ofa import OFA, GenerationConfig, OFAConfig, beam_search, large_config
-from captioner.ofa.checkpoint import build_model
 from captioner.ofa.generate import beam_search_encoded
-from captioner.ofa.model import EncoderOut
+from captioner.ofa.interface import EncoderOut
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "bench" / "captioner.md"
@@ -63,7 +62,7 @@ def random_init_(model: OFA, seed: int = 0) -> OFA:
 
 
 def large_random_model(dtype: torch.dtype, device: str, seed: int = 0) -> OFA:
-    model = build_model(large_config(), torch.float32, "cpu")
+    model = OFA.empty(large_config(), torch.float32, "cpu")
     return random_init_(model, seed).to(device, dtype).eval()
 
 

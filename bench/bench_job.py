@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from machine import machine_line
 
@@ -42,6 +43,77 @@ def run(cmd: list[str], env: dict[str, str]) -> float:
             f"{' '.join(cmd[:4])} ... failed (rc {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         )
     return wall
+
+
+def measure(cmd: list[str], metas: tuple[Path, Path], corpus: Any, shard_size: int, repeats: int, work: Path,
+            env: dict[str, str]) -> tuple[dict[Path, list[float]], list[float]]:  # fmt: skip
+    """Wall times per metadata file over ``repeats`` interleaved runs, and the job's in-stream rates."""
+    walls: dict[Path, list[float]] = {m: [] for m in metas}
+    streams = []
+    for _ in range(repeats):
+        for meta in metas:
+            out = work / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            walls[meta].append(
+                run(
+                    [
+                        sys.executable,
+                        *cmd,
+                        "--metadata",
+                        str(meta),
+                        "--videos",
+                        str(corpus.videos),
+                        "--subtitles",
+                        str(corpus.subtitles),
+                        "--shard-size",
+                        str(shard_size),
+                        "--out",
+                        str(out),
+                    ],
+                    env,
+                )  # fmt: skip
+            )
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["complete"], summary
+        assert summary["counts"].get("ok") == len(corpus.clip_ids), summary  # every runner did all the work
+        if "stream_clips_per_s" in summary:
+            streams.append(summary["stream_clips_per_s"])
+    return walls, streams
+
+
+def table(rows: list[tuple], n: int, n1: int, videos: int, clips_per_video: int, shard_size: int, cores: int,
+          repeats: int) -> str:  # fmt: skip
+    base_e2e, base_steady = rows[0][4], rows[0][6]
+    lines = [
+        "## Ray caption job (`bench/bench_job.py`)",
+        "",
+        f"{dt.date.today().isoformat()}; {machine_line()}; {n} clips of a generated 320x240 corpus "
+        f"({videos} videos x {clips_per_video} clips, T=12 + middle, subtitles), shards of {shard_size}, "
+        f"{cores} cores for every runner; medians of {repeats} repeats. Steady state = marginal rate "
+        f"(n - n1) / (wall - wall1), where wall1 is the same runner on a one-video subset of n1 = {n1} clips "
+        "(its fixed cost: process/pool/Ray start-up, planning, finalize). In-job stream rate = the job's own "
+        "`stream_clips_per_s` (clips / time inside the streaming loop, Ray start-up excluded).",
+        "",
+        "| runner | resources | wall (s) [range] | clips/s end to end | fixed cost (s) | clips/s steady state | "
+        "in-job stream clips/s | vs baseline (steady) | vs baseline (end to end) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, res, wall, spread, e2e, wall1, steady, stream in rows:
+        stream_s = f"{stream:.2f}" if stream is not None else "-"
+        lines.append(
+            f"| {name} | {res} | {wall:.1f} [{spread}] | {e2e:.2f} | {wall1:.1f} | {steady:.2f} | {stream_s} | "
+            f"{steady / base_steady:.2f} | {e2e / base_e2e:.2f} |"
+        )
+    lines += [
+        "",
+        f"Ray overhead ratio (noop job / extract, steady state): **{rows[1][6] / base_steady:.2f}** (goal >= 0.8). "
+        "The embedded Ray's start-up and shutdown are the fixed cost that dominates a corpus this small "
+        "end to end; on a real corpus they are paid once per job. The tiny OFA row spends one of the cores "
+        "on the captioner actor, so fewer cores decode. The 2-core machine was shared with other work "
+        "(marginal rates of a 48-clip corpus swing by 2x between runs): treat single ratios as indicative.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,36 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         small.write_text(corpus.metadata.read_text().splitlines()[0] + "\n")
         n1 = clips_per_video
         for name, res, cmd in runners:
-            walls: dict[Path, list[float]] = {small: [], corpus.metadata: []}
-            streams = []
-            for _ in range(args.repeats):
-                for meta in (small, corpus.metadata):
-                    out = work / "out"
-                    shutil.rmtree(out, ignore_errors=True)
-                    walls[meta].append(
-                        run(
-                            [
-                                sys.executable,
-                                *cmd,
-                                "--metadata",
-                                str(meta),
-                                "--videos",
-                                str(corpus.videos),
-                                "--subtitles",
-                                str(corpus.subtitles),
-                                "--shard-size",
-                                str(shard_size),
-                                "--out",
-                                str(out),
-                            ],
-                            env,
-                        )  # fmt: skip
-                    )
-                summary = json.loads((out / "summary.json").read_text())
-                assert summary["complete"], summary
-                assert summary["counts"].get("ok") == n, summary  # every runner did all the work
-                if "stream_clips_per_s" in summary:
-                    streams.append(summary["stream_clips_per_s"])
+            walls, streams = measure(
+                cmd, (small, corpus.metadata), corpus, shard_size, args.repeats, work, env
+            )
             wall1, wall = statistics.median(walls[small]), statistics.median(walls[corpus.metadata])
             spread = f"{min(walls[corpus.metadata]):.1f}-{max(walls[corpus.metadata]):.1f}"
             stream = statistics.median(streams) if streams else None
@@ -119,38 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-
-    base_e2e, base_steady = rows[0][4], rows[0][6]
-    lines = [
-        "## Ray caption job (`bench/bench_job.py`)",
-        "",
-        f"{dt.date.today().isoformat()}; {machine_line()}; {n} clips of a generated 320x240 corpus "
-        f"({videos} videos x {clips_per_video} clips, T=12 + middle, subtitles), shards of {shard_size}, "
-        f"{args.cores} cores for every runner; medians of {args.repeats} repeats. Steady state = marginal rate "
-        f"(n - n1) / (wall - wall1), where wall1 is the same runner on a one-video subset of n1 = {n1} clips "
-        "(its fixed cost: process/pool/Ray start-up, planning, finalize). In-job stream rate = the job's own "
-        "`stream_clips_per_s` (clips / time inside the streaming loop, Ray start-up excluded).",
-        "",
-        "| runner | resources | wall (s) [range] | clips/s end to end | fixed cost (s) | clips/s steady state | "
-        "in-job stream clips/s | vs baseline (steady) | vs baseline (end to end) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, res, wall, spread, e2e, wall1, steady, stream in rows:
-        stream_s = f"{stream:.2f}" if stream is not None else "-"
-        lines.append(
-            f"| {name} | {res} | {wall:.1f} [{spread}] | {e2e:.2f} | {wall1:.1f} | {steady:.2f} | {stream_s} | "
-            f"{steady / base_steady:.2f} | {e2e / base_e2e:.2f} |"
-        )
-    lines += [
-        "",
-        f"Ray overhead ratio (noop job / extract, steady state): **{rows[1][6] / base_steady:.2f}** (goal >= 0.8). "
-        "The embedded Ray's start-up and shutdown are the fixed cost that dominates a corpus this small "
-        "end to end; on a real corpus they are paid once per job. The tiny OFA row spends one of the cores "
-        "on the captioner actor, so fewer cores decode. The 2-core machine was shared with other work "
-        "(marginal rates of a 48-clip corpus swing by 2x between runs): treat single ratios as indicative.",
-        "",
-    ]
-    text = "\n".join(lines)
+    text = table(rows, n, n1, videos, clips_per_video, shard_size, args.cores, args.repeats)
     args.out_md.parent.mkdir(parents=True, exist_ok=True)
     args.out_md.write_text(text)
     print(text)

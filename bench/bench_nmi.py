@@ -42,7 +42,7 @@ from analysis.clustering import KMeansConfig, kmeans_labels
 from analysis.encoders import ClipTextEncoder, EncodeOptions, MiniLMEncoder, minilm_model_dir
 from analysis.nmi import main as nmi_main
 from synthetic import texts as synthetic
-from trainer.encoder import init_clip_weights
+from trainer.model.encoder import init_clip_weights
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 64
@@ -126,9 +126,9 @@ def bench_clip(texts: list[str], repeats: int) -> tuple[Duel, Duel]:
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     from trainer.model import tiny_config
-    from trainer.text import CLIPTextModel
-    from trainer.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
-    from trainer.weights import hf_config_dict
+    from trainer.model.text import CLIPTextModel
+    from trainer.model.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
+    from trainer.model.weights import hf_config_dict
 
     # B/32 text tower shape. The tokenizer is a small BPE in CLIP's format: the tower's cost does not
     # depend on the vocabulary the ids come from, only on the number of tokens.

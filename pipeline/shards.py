@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.atomic import write_text_atomic
+from pipeline.atomic import temp_path, write_text_atomic
 from pipeline.decode import ClipResult
 from pipeline.plan import ExtractOptions, Plan, ShardSpec
 
@@ -173,7 +173,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _tmp(path: Path, token: str) -> Path:
-    return path.with_name(f".{path.name}.tmp-{token}")
+    return temp_path(path, token)
 
 
 def _commit(

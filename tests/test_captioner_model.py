@@ -9,7 +9,7 @@ import torch
 
 from captioner.ofa import OFA, GenerationConfig, beam_search, count_parameters, large_config
 from captioner.ofa.generate import ban_repeated_ngrams
-from captioner.ofa.model import EOS, PAD
+from captioner.ofa.interface import EOS, PAD
 from captioner.ofa.tiny import tiny_random_model
 
 TSV = Path(__file__).parent / "fixtures" / "ofa" / "ofa_large_caption_state_dict.tsv"

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.clip2video import CLIP2VideoHead, clip2video_loss, interleave_index, symmetric_ce
+from trainer.model.clip2video import CLIP2VideoHead, clip2video_loss, interleave_index, symmetric_ce
 
 
 def test_interleave_index_matches_loop() -> None:
@@ -25,7 +25,7 @@ def _reference_tdb(head: CLIP2VideoHead, f: torch.Tensor) -> torch.Tensor:
     """Step-by-step TDB with explicit Python loops (CLIP2VIDEO.md §2), no masks."""
     from functools import partial
 
-    from trainer.attention import full_attention
+    from trainer.model.attention import full_attention
 
     attend = partial(full_attention, dropout_p=0.0)
     b, t, w = f.shape
@@ -168,7 +168,7 @@ def test_tdb_learns_temporal_order_meanpool_cannot() -> None:
 
 def test_init_from_text_copies_clip_text_weights() -> None:
     from trainer.model import tiny_config
-    from trainer.text import CLIPTextModel
+    from trainer.model.text import CLIPTextModel
 
     torch.manual_seed(5)
     text = CLIPTextModel(tiny_config(text_intermediate_size=256).text)  # width 64, 2 layers, 4 heads, MLP 4x

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.clip2video import clip2video_loss
-from trainer.config import load_config
-from trainer.evaluate import EvalConfig, evaluate_model, score
+from trainer.config import EvalConfig, load_config
+from trainer.data.frames import load_clip
+from trainer.data.retrieval import load_split, resolve_videos
+from trainer.eval.retrieval import evaluate_model, score
 from trainer.model import CLIPViP, from_pretrained, tiny_config
-from trainer.retrieval_data import load_clip, load_split, resolve_videos
-from trainer.tokenizer import load_clip_tokenizer
+from trainer.model.clip2video import clip2video_loss
+from trainer.model.tokenizer import load_clip_tokenizer
 from trainer.train import main as train_main
 
 CONFIG = Path(__file__).resolve().parents[1] / "trainer" / "configs" / "finetune_synthetic_tiny.yaml"

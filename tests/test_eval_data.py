@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 
 from synthetic.stamp import draw_stamp, read_stamp
-from trainer.retrieval_data import (
-    RetrievalDataConfig,
+from trainer.config import RetrievalDataConfig
+from trainer.data.frames import VideoDecodeError, decode_frames, jittered_indices, preprocess, uniform_indices
+from trainer.data.retrieval import (
     RetrievalSet,
-    VideoDecodeError,
     VideoEntry,
-    decode_frames,
     index_videos,
-    jittered_indices,
     join_paragraph,
     load_activitynet,
     load_didemo,
@@ -28,10 +26,8 @@ from trainer.retrieval_data import (
     load_msrvtt_train,
     load_msvd,
     load_split,
-    preprocess,
     read_table,
     resolve_videos,
-    uniform_indices,
 )
 
 
@@ -256,8 +252,8 @@ def test_corrupt_and_empty_videos_raise_decode_error(tmp_path: Path) -> None:
 
 
 def test_msrvtt_holdout_split_is_disjoint_and_reproducible(tmp_path: Path) -> None:
-    from trainer.retrieval_data import main as data_main
-    from trainer.retrieval_data import msrvtt_holdout
+    from trainer.data.retrieval import main as data_main
+    from trainer.data.retrieval import msrvtt_holdout
 
     ids = tmp_path / "MSRVTT_train.9k.csv"
     ids.write_text("video_id\n" + "".join(f"video{i}\n" for i in range(20)), encoding="utf-8")

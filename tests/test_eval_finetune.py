@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from synthetic.corpus import generate
-from trainer.evaluate import EvalConfig, evaluate_model, format_table
+from trainer.config import EvalConfig, RetrievalDataConfig
+from trainer.data.retrieval import load_split
+from trainer.eval.retrieval import evaluate_model, format_table
 from trainer.evaluate import main as evaluate_main
 from trainer.model import CLIPViP, tiny_config
-from trainer.retrieval_data import RetrievalDataConfig, load_split
-from trainer.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
+from trainer.model.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
 from trainer.train import main as train_main
 
 CONFIG = Path(__file__).resolve().parents[1] / "trainer" / "configs" / "finetune_synthetic_tiny.yaml"

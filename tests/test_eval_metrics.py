@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.metrics import dsl, multi_caption_metrics, retrieval_metrics
+from trainer.eval.metrics import dsl, multi_caption_metrics, retrieval_metrics
 
 
 def _reference(sim: np.ndarray) -> dict[str, float]:

@@ -8,9 +8,9 @@ from functools import partial
 import pytest
 import torch
 
-from trainer.attention import dense_vip_attention, reference_attention, vip_attention, vip_mask
 from trainer.model import CLIPViP, tiny_config
-from trainer.vision import resize_temporal
+from trainer.model.attention import dense_vip_attention, reference_attention, vip_attention, vip_mask
+from trainer.model.vision import resize_temporal
 
 TOL = 1e-5
 

@@ -14,8 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from trainer.model import CLIPViP, tiny_config  # noqa: E402
-from trainer.model_config import TINY_VOCAB_SIZE  # noqa: E402
-from trainer.tokenizer import (  # noqa: E402
+from trainer.model.config import TINY_VOCAB_SIZE  # noqa: E402
+from trainer.model.tokenizer import (  # noqa: E402
     BOS_TOKEN,
     EOS_TOKEN,
     build_tiny_tokenizer,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from trainer.model import CLIPViP, from_pretrained, save_pretrained, tiny_config
-from trainer.weights import hf_to_openai, openai_to_hf
+from trainer.model.weights import hf_to_openai, openai_to_hf
 
 TOL = 1e-5
 

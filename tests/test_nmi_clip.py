@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from tiny_hf_clip import random_hf_clip
 from transformers import CLIPModel, CLIPTokenizer
 
@@ -26,8 +27,8 @@ from analysis.encoders import (
     load_encoder,
 )
 from synthetic import texts as synthetic
-from trainer.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
-from trainer.weights import hf_to_openai
+from trainer.model.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
+from trainer.model.weights import hf_to_openai
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-5
@@ -120,8 +121,6 @@ def test_clip_loads_only_the_text_tower_and_batching_is_exact(hf_clip_dir):
 
 
 def test_clip_text_weights_missing_refused(hf_clip_dir, tmp_path):
-    from safetensors.torch import load_file, save_file
-
     path, _ = hf_clip_dir
     broken = tmp_path / "broken"
     broken.mkdir()

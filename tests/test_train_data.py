@@ -21,9 +21,9 @@ from PIL import Image
 
 from synthetic.content import SceneRenderer, all_attributes, caption, random_scene, subtitle
 from trainer.config import load_config
-from trainer.data import build_shard_loader, find_shard_tars, index_tar
-from trainer.retrieval_data import CLIP_MEAN, CLIP_STD
-from trainer.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
+from trainer.data.frames import CLIP_MEAN, CLIP_STD
+from trainer.data.shards import build_shard_loader, find_shard_tars, index_tar
+from trainer.model.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
 
 # ------------------------------------------------------------------------------------- shard writing
 

@@ -11,8 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from trainer.distributed import all_gather_tensor, gather_features
-from trainer.losses import contrastive_loss
+from trainer.loop.distributed import all_gather_tensor, gather_features
+from trainer.loop.losses import contrastive_loss
 
 WORLD = 2
 N = 6  # global batch

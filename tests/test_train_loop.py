@@ -17,11 +17,11 @@ from test_train_data import scene_samples, write_shard
 
 from synthetic.corpus import generate
 from trainer.config import load_config
-from trainer.data import DecodeOptions, decode_sample, find_shard_tars, index_tar
-from trainer.logs import read_log
-from trainer.metrics import retrieval_metrics
+from trainer.data.shards import DecodeOptions, decode_sample, find_shard_tars, index_tar
+from trainer.eval.metrics import retrieval_metrics
+from trainer.loop.logs import read_log
 from trainer.model import from_pretrained
-from trainer.tokenizer import load_clip_tokenizer
+from trainer.model.tokenizer import load_clip_tokenizer
 from trainer.train import Trainer, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,7 +245,7 @@ def test_retrieval_finetuning_with_validation_selects_on_val(tmp_path: Path) -> 
 
 
 def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch) -> None:
-    from trainer import checkpoint
+    from trainer.loop import checkpoint
 
     path = tmp_path / "last.pt"
     checkpoint.save_checkpoint(path, {"step": 1, "w": torch.ones(3)})

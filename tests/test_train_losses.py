@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from trainer.losses import (
+from trainer.config import LOSS_NAMES
+from trainer.loop.losses import (
     LOGIT_SCALE_INIT,
     LOGIT_SCALE_MAX,
-    LOSS_NAMES,
     clamp_logit_scale,
     contrastive_loss,
 )

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from trainer.config import load_config
+from trainer.loop.optim import build_optimizer, no_decay_names, param_groups
+from trainer.loop.precision import resolve_precision
+from trainer.loop.scheduler import LRSchedule, total_steps
 from trainer.model import CLIPViP, tiny_config
-from trainer.optim import build_optimizer, no_decay_names, param_groups
-from trainer.precision import resolve_precision
-from trainer.scheduler import LRSchedule, total_steps
 
 REPO = Path(__file__).resolve().parents[1]
 

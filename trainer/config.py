@@ -1,7 +1,8 @@
 """Training configuration: a dataclass tree loaded from YAML, with `--key value` / `--a.b value` overrides.
 
-Every default lives here once (the retrieval data and evaluation sections reuse the evaluation helper's
-dataclasses). Unknown keys are errors, so a typo in a YAML file or on the command line cannot be ignored.
+Every default lives here once, the retrieval data and evaluation sections included. This module is a leaf:
+it imports nothing else from the project, so every other part of the trainer can import it. Unknown keys
+are errors, so a typo in a YAML file or on the command line cannot be ignored.
 Override values are parsed as YAML scalars (`--optim.lr 1e-5`, `--data.shards '[a, b]'`); `--key` may be a
 full dotted path, a top-level key or a leaf name that is unique in the tree (`--lr 1e-5`).
 """
@@ -13,13 +14,97 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from trainer.evaluate import EvalConfig
-from trainer.losses import LOSS_NAMES
-from trainer.retrieval_data import RetrievalDataConfig
+Mode = Literal["sentence", "paragraph"]
+
+# The training losses of CLIPVIP.md §5 (Omnisource Cross-modal Learning) and the inputs each one needs.
+LOSS_NAMES = ("vs", "vs_fc", "vs_vc", "vs_vc_fc", "vsc", "vsc_fc")
+_NEEDS_CAPTION = {"vs_fc", "vs_vc", "vs_vc_fc", "vsc", "vsc_fc"}
+_NEEDS_FRAME = {"vs_fc", "vs_vc_fc", "vsc_fc"}
+
+
+def check_loss_name(name: str) -> None:
+    if name not in LOSS_NAMES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+
+
+def needs_caption(name: str) -> bool:
+    """Whether loss ``name`` uses caption features."""
+    check_loss_name(name)
+    return name in _NEEDS_CAPTION
+
+
+def needs_frame(name: str) -> bool:
+    """Whether loss ``name`` uses middle-frame image features."""
+    check_loss_name(name)
+    return name in _NEEDS_FRAME
+
+
+# ------------------------------------------------------------------------------ retrieval data and eval
+
+
+@dataclass
+class RetrievalDataConfig:
+    """Where a benchmark's files are and how to read them (one place for these defaults).
+
+    ``annotations`` names the files by role; the roles each dataset needs are listed in
+    ``trainer.data.retrieval.load_split``.
+    """
+
+    dataset: str = "msrvtt"
+    videos: str = ""  # root directory searched recursively by file stem
+    annotations: dict[str, str] = field(default_factory=dict)
+    mode: Mode | None = None  # None -> the benchmark's protocol (paragraph for didemo/activitynet)
+    num_frames: int = 12
+    image_size: int = 224
+    max_text_len: int = 50
+
+
+def default_mode(dataset: str) -> Mode:
+    return "paragraph" if dataset in ("didemo", "activitynet") else "sentence"
+
+
+def retrieval_config(obj: Any) -> RetrievalDataConfig:
+    """Accept a ``RetrievalDataConfig``, a mapping, or any object with the same attribute names."""
+    if isinstance(obj, RetrievalDataConfig):
+        return obj
+    if isinstance(obj, dict):
+        src = obj
+    else:
+        src = {k: getattr(obj, k) for k in RetrievalDataConfig.__dataclass_fields__ if hasattr(obj, k)}
+    known = {k: v for k, v in src.items() if k in RetrievalDataConfig.__dataclass_fields__}
+    cfg = RetrievalDataConfig(**known)
+    cfg.annotations = dict(cfg.annotations or {})
+    return cfg
+
+
+@dataclass
+class EvalConfig(RetrievalDataConfig):
+    """Retrieval data (see ``RetrievalDataConfig``) plus how to run the evaluation."""
+
+    split: str = "val"  # "val" for model selection during training; "test" only for the final report
+    batch_size: int = 16  # videos per forward pass
+    text_batch_size: int = 256
+    num_workers: int = 2  # decoding processes
+    max_videos: int = 0  # >0: evaluate only the first N videos (quick validation); 0 = all
+    dsl_temperature: float = 100.0
+
+
+def eval_config(obj: Any) -> EvalConfig:
+    """An ``EvalConfig`` from itself, a mapping, or any object with the same attribute names."""
+    if isinstance(obj, EvalConfig):
+        return obj
+    base = retrieval_config(obj)
+    src = obj if isinstance(obj, dict) else {k: getattr(obj, k) for k in EvalConfig.__dataclass_fields__
+                                             if hasattr(obj, k)}  # fmt: skip
+    extra = {k: src[k] for k in EvalConfig.__dataclass_fields__ if k in src and k not in base.__dict__}
+    return EvalConfig(**base.__dict__, **extra)
+
+
+# ------------------------------------------------------------------------------------------- training
 
 
 @dataclass

@@ -27,17 +27,30 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainer import distributed as tdist
-from trainer.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from trainer.clip2video import clip2video_loss_terms
-from trainer.config import TrainConfig, load_config, save_config, to_dict
-from trainer.data import Batch, build_shard_loader, count_samples, find_shard_tars, index_tar
-from trainer.logs import MetricLogger, Progress, plot_losses
-from trainer.losses import clamp_logit_scale, contrastive_loss, needs_caption, needs_frame
-from trainer.model import CLIPViP
-from trainer.optim import build_optimizer
-from trainer.precision import Precision, resolve_precision
-from trainer.scheduler import LRSchedule, total_steps
+from trainer.config import (
+    TrainConfig,
+    config_keys,
+    load_config,
+    needs_caption,
+    needs_frame,
+    save_config,
+    to_dict,
+)
+from trainer.data.batch import Batch
+from trainer.data.retrieval import build_train_loader, load_split
+from trainer.data.shards import build_shard_loader, count_samples, find_shard_tars, index_tar
+from trainer.eval.retrieval import evaluate_model
+from trainer.loop import distributed as tdist
+from trainer.loop.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from trainer.loop.logs import MetricLogger, Progress, plot_losses
+from trainer.loop.losses import clamp_logit_scale, contrastive_loss
+from trainer.loop.optim import build_optimizer
+from trainer.loop.precision import Precision, resolve_precision
+from trainer.loop.scheduler import LRSchedule, total_steps
+from trainer.model import CLIPViP, save_pretrained
+from trainer.model.build import build_model
+from trainer.model.clip2video import clip2video_loss_terms
+from trainer.model.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
 
 log = logging.getLogger("trainer.train")
 
@@ -84,8 +97,6 @@ def _shard_texts(tars: list[Path], limit: int = 50000) -> list[str]:
 
 
 def _retrieval_texts(cfg: TrainConfig) -> list[str]:
-    from trainer.retrieval_data import load_split
-
     rset = load_split(cfg.data.retrieval, "train")
     return [t for v in rset.videos for t in v.texts]
 
@@ -93,8 +104,6 @@ def _retrieval_texts(cfg: TrainConfig) -> list[str]:
 def build_tokenizer(cfg: TrainConfig, info: tdist.DistInfo, tars: list[Path] | None) -> tuple[Any, Path]:
     """(tokenizer, its dir): ``tokenizer.path``, else the ``model.init`` dir, else (tiny model) learned from the
     training texts into OUT/tokenizer by rank 0."""
-    from trainer.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
-
     cands = [cfg.tokenizer.path] if cfg.tokenizer.path else []
     if cfg.model.init and Path(cfg.model.init).is_dir():
         cands.append(cfg.model.init)
@@ -117,44 +126,6 @@ def build_tokenizer(cfg: TrainConfig, info: tdist.DistInfo, tars: list[Path] | N
         )
     tdist.barrier()
     return load_clip_tokenizer(tok_dir), tok_dir
-
-
-def build_model(cfg: TrainConfig, tokenizer: Any, init: str | None = None) -> CLIPViP:
-    """The model as configured; ``init`` (e.g. a checkpoint to evaluate) replaces ``model.init``."""
-    from trainer.model import from_pretrained, tiny_config
-
-    m = cfg.model
-    init = init or m.init
-    if init:
-        model = from_pretrained(
-            init,
-            num_proxies=m.num_proxies,
-            num_frames=m.num_frames,
-            video_head=m.video_head,
-            clip2video=m.clip2video,
-        )
-    elif m.tiny:
-        over = dict(m.tiny_overrides)
-        if m.clip2video is not None:
-            over["clip2video"] = dict(m.clip2video)
-        over.setdefault("text_vocab", len(tokenizer))
-        over.setdefault("text_context_length", max(cfg.data.max_text_len, cfg.eval.max_text_len))
-        model = CLIPViP(
-            tiny_config(num_proxies=m.num_proxies, num_frames=m.num_frames, video_head=m.video_head, **over)
-        )
-    else:
-        raise ValueError(
-            "set model.init (a CLIP / CLIP-ViP checkpoint or a previous run) or model.tiny: true"
-        )
-    if m.logit_scale_init is not None:
-        with torch.no_grad():
-            model.logit_scale.fill_(m.logit_scale_init)
-    text_vocab = model.config.text.vocab
-    if len(tokenizer) > text_vocab:
-        raise ValueError(f"tokenizer has {len(tokenizer)} entries but the text tower only {text_vocab}")
-    if m.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    return model
 
 
 class FeatureStep(nn.Module):
@@ -202,7 +173,7 @@ class FeatureStep(nn.Module):
 
 
 class RetrievalStream:
-    """Epoch loop over ``trainer.retrieval_data``'s loader with a resumable (epoch, batch) position.
+    """Epoch loop over ``trainer.data.retrieval``'s loader with a resumable (epoch, batch) position.
 
     Resume replays the sampler order of the epoch and skips the consumed batches (they are decoded again)."""
 
@@ -305,8 +276,6 @@ class Trainer:
             if not size and not cfg.schedule.total_steps:
                 size = _broadcast_object(count_samples(self.tars) if self.info.is_main else None)
         else:
-            from trainer.retrieval_data import build_train_loader
-
             inner = build_train_loader(cfg, self.tokenizer, self.info.rank, self.info.world_size)
             self.loader = RetrievalStream(inner)
             size = cfg.schedule.dataset_size or len(inner.dataset)
@@ -390,16 +359,12 @@ class Trainer:
 
     def export(self, directory: Path) -> None:
         """Weights in ``from_pretrained`` format plus the tokenizer files, so the dir is a complete ``init``."""
-        from trainer.model import save_pretrained
-
         save_pretrained(self.model, directory)
         for name in ("vocab.json", "merges.txt"):
             shutil.copyfile(self.tokenizer_dir / name, directory / name)
 
     # ---- validation ---------------------------------------------------------------------------------
     def validate(self) -> None:
-        from trainer.evaluate import evaluate_model
-
         if self.info.is_main:
             t0 = time.monotonic()
             res = evaluate_model(self.model, self.tokenizer, self.cfg.eval, self.info.device)
@@ -567,8 +532,6 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
-        from trainer.config import config_keys
-
         print(__doc__)
         print(
             "usage: python -m trainer.train CONFIG.yaml [--key value ...]\n\nconfig keys (--a.b or a unique leaf name):"

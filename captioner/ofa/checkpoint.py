@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from captioner.ofa.config import CheckpointConfigError, OFAConfig, config_from_checkpoint
-from captioner.ofa.model import OFA
+from captioner.ofa.config import CheckpointConfigError
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -137,7 +137,7 @@ RECOMPUTED_BUFFERS = (
 TIED = ("decoder.embed_tokens.weight", "decoder.output_projection.weight")  # aliases of encoder.embed_tokens
 
 
-def load_official_state_dict(model: OFA, sd: Mapping[str, torch.Tensor]) -> None:
+def load_official_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
     """Strict load: every parameter present with the right shape; buffers recomputed and cross-checked."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd and k not in RECOMPUTED_BUFFERS and k not in TIED]
@@ -170,28 +170,3 @@ def load_official_state_dict(model: OFA, sd: Mapping[str, torch.Tensor]) -> None
         targets = dict(model.named_parameters()) | dict(model.named_buffers())
         for k, v in params.items():
             targets[k].copy_(v)  # copy_ casts fp16/fp32 to the model's dtype
-
-
-def build_model(cfg: OFAConfig, dtype: torch.dtype, device: str | torch.device) -> OFA:
-    """An OFA with uninitialised parameters (they are about to be overwritten) and computed buffers."""
-    with torch.device("meta"):
-        model = OFA(cfg)
-    model = model.to_empty(device=device)
-    model.tie_weights()
-    model.init_buffers()
-    model.to(dtype)
-    return model.eval()
-
-
-def load_model(
-    path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-) -> OFA:
-    """Read, validate and load an official OFA caption checkpoint."""
-    if not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating point type, got {dtype}")
-    ckpt = read_checkpoint(path)
-    sd = ckpt["model"]
-    cfg = config_from_checkpoint(checkpoint_args(ckpt), sd)
-    model = build_model(cfg, dtype, device)
-    load_official_state_dict(model, sd)
-    return model

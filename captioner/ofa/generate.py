@@ -17,7 +17,7 @@ import dataclasses
 
 import torch
 
-from captioner.ofa.model import BOS, EOS, OFA, PAD, EncoderOut
+from captioner.ofa.interface import BOS, EOS, PAD, EncoderOut, Seq2Seq
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +64,7 @@ def ban_repeated_ngrams(lprobs: torch.Tensor, tokens: torch.Tensor, step: int, n
 
 @torch.no_grad()
 def beam_search(
-    model: OFA,
+    model: Seq2Seq,
     src_tokens: torch.Tensor,
     patch_images: torch.Tensor,
     patch_masks: torch.Tensor | None = None,
@@ -76,9 +76,14 @@ def beam_search(
 
 @torch.no_grad()
 def beam_search_encoded(
-    model: OFA, enc: EncoderOut, cfg: GenerationConfig = GenerationConfig()
+    model: Seq2Seq, enc: EncoderOut, cfg: GenerationConfig = GenerationConfig()
 ) -> list[list[Hypothesis]]:
-    """Beam search from an encoder output (the decoder half of `beam_search`)."""
+    """Beam search from an encoder output (the decoder half of `beam_search`).
+
+    Longer than our usual function on purpose: one step of this loop is one step of fairseq's
+    SequenceGenerator in the same order (mask, top-2k, finalize EOS, pick the next beams, reorder the
+    cache), which is what the golden parity tests compare; split up, that correspondence is lost.
+    """
     beam = cfg.beam
     dev = enc.x.device
     bsz = enc.x.shape[0]

@@ -16,7 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from captioner.ofa.config import OFAConfig
+from captioner.ofa.checkpoint import checkpoint_args, load_official_state_dict, read_checkpoint
+from captioner.ofa.config import OFAConfig, config_from_checkpoint
+from captioner.ofa.generate import GenerationConfig, beam_search
+from captioner.ofa.interface import BOS, EOS, PAD, UNK, EncoderOut
 from captioner.ofa.positions import (
     decoder_image_position_idx,
     image_buckets,
@@ -24,7 +27,6 @@ from captioner.ofa.positions import (
     token_buckets,
 )
 
-BOS, PAD, EOS, UNK = 0, 1, 2, 3
 STATE_DICT_VERSION = 3.0  # value of the official encoder.version / decoder.version buffers
 
 
@@ -195,15 +197,6 @@ def _pos_bias(
     q = (q_lin(q_pos) * scaling).view(q_pos.shape[0], heads, -1).transpose(0, 1)
     k = k_lin(k_pos).view(k_pos.shape[0], heads, -1).transpose(0, 1)
     return q @ k.transpose(-1, -2)
-
-
-@dataclasses.dataclass
-class EncoderOut:
-    """Encoder output in batch-first layout: x [B, S, C], padding_mask [B, S] (True = pad), pos [S, C]."""
-
-    x: torch.Tensor
-    padding_mask: torch.Tensor
-    pos: torch.Tensor
 
 
 class Encoder(nn.Module):
@@ -414,9 +407,24 @@ class OFA(nn.Module):
         cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
     ) -> OFA:
         """Load an official OFA caption checkpoint (.pt or .pt.xz) safely; weights cast to `dtype`."""
-        from captioner.ofa.checkpoint import load_model
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating point type, got {dtype}")
+        ckpt = read_checkpoint(path)
+        sd = ckpt["model"]
+        model = cls.empty(config_from_checkpoint(checkpoint_args(ckpt), sd), dtype, device)
+        load_official_state_dict(model, sd)
+        return model
 
-        return load_model(path, dtype=dtype, device=device)
+    @classmethod
+    def empty(cls, cfg: OFAConfig, dtype: torch.dtype, device: str | torch.device) -> OFA:
+        """An OFA with uninitialised parameters (about to be overwritten) and computed buffers."""
+        with torch.device("meta"):
+            model = cls(cfg)
+        model = model.to_empty(device=device)
+        model.tie_weights()
+        model.init_buffers()
+        model.to(dtype)
+        return model.eval()
 
     def tie_weights(self) -> None:
         """Re-tie the shared embedding (module conversions such as `to_empty` may untie parameters)."""
@@ -485,8 +493,6 @@ class OFA(nn.Module):
         use_cache: bool = True,
     ) -> list[list[tuple[torch.Tensor, float]]]:
         """fairseq beam search; per sample, hypotheses best first as (tokens without BOS ending in EOS, score)."""
-        from captioner.ofa.generate import GenerationConfig, beam_search
-
         gen = GenerationConfig(beam, max_len, min_len, no_repeat_ngram, lenpen, use_cache)
         hyps = beam_search(self, src_tokens, patch_images, patch_masks, gen)
         return [[(h.tokens, h.score) for h in sample] for sample in hyps]

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import regex
 
-from captioner.ofa.model import BOS, EOS, PAD, UNK
+from captioner.ofa.interface import BOS, EOS, PAD, UNK
 
 CAPTION_PROMPT = " what does the image describe?"
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")

@@ -5,7 +5,7 @@ Accepted sources (the architecture always comes from the checkpoint):
   (`torch.load(weights_only=True)`); a directory written by `save_pretrained` also restores our
   "clipvip" config entry;
 - an OpenAI CLIP `.pt`: either a plain state dict (`torch.load(weights_only=True)`) or the released
-  TorchScript archive, read by `trainer.torchscript_archive` without executing it; names are converted;
+  TorchScript archive, read by `trainer.model.torchscript` without executing it; names are converted;
 - an official CLIP-ViP checkpoint (`pretrain_clipvip_base_{32,16}.pt`): a flat state dict with the
   `clipmodel.` prefix (or a `restore.pt` holding it under `model_state_dict`);
 - a `.safetensors` file or `.pt` state dict with plain HF names.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import pickle
 import re
 from dataclasses import dataclass, field, replace
@@ -31,10 +30,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainer.model import CLIPViP
-from trainer.model_config import VIDEO_HEADS, ClipViPConfig, TextConfig, VisionConfig
-from trainer.torchscript_archive import is_torchscript_archive, read_torchscript_tensors
-from trainer.vision import resize_temporal
+from pipeline.atomic import atomic_output, write_text_atomic
+from trainer.model.clipvip import CLIPViP
+from trainer.model.config import VIDEO_HEADS, ClipViPConfig, TextConfig, VisionConfig
+from trainer.model.torchscript import is_torchscript_archive, read_torchscript_tensors
+from trainer.model.vision import resize_temporal
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +334,95 @@ def read_checkpoint(
 
 
 # ---- public API ------------------------------------------------------------------------------
+def from_pretrained(
+    path: str | Path,
+    num_proxies: int | None = None,
+    num_frames: int | None = None,
+    video_head: str | None = None,
+    **kwargs: Any,
+) -> CLIPViP:
+    """Load a local HF CLIP dir, an OpenAI CLIP `.pt`, a CLIP-ViP checkpoint, or a dir we saved.
+
+    None means "from the checkpoint, else the default" (3 proxies, 12 frames, "vip"). See
+    `load_pretrained` for the keyword options (strict, map_location, ...).
+    """
+    return load_pretrained(
+        path, num_proxies=num_proxies, num_frames=num_frames, video_head=video_head, **kwargs
+    )
+
+
+def _architecture(
+    source: str,
+    sd: dict[str, torch.Tensor],
+    ckpt_cfg: ClipViPConfig | None,
+    config: ClipViPConfig | None,
+    overrides: dict[str, Any],
+) -> ClipViPConfig:
+    """The checkpoint's architecture (stated, else inferred from shapes), with the caller's overrides
+    (None values keep the checkpoint's)."""
+    if config is not None:
+        base = config
+    elif ckpt_cfg is not None:
+        base = ckpt_cfg
+        if source == "hf" and _is_vip(sd):  # an HF dir holding CLIP-ViP weights: proxies/frames from shapes
+            shaped = config_from_state_dict(sd)
+            base = replace(base, num_proxies=shaped.num_proxies, num_frames=shaped.num_frames)
+    else:
+        base = config_from_state_dict(sd)  # proxies/frames from shapes, else the defaults (3, 12)
+    video_head = overrides.get("video_head")
+    if video_head is not None and video_head not in VIDEO_HEADS:
+        raise ValueError(f"video_head must be one of {VIDEO_HEADS}, got {video_head!r}")
+    if overrides.get("clip2video") is not None:
+        overrides = {**overrides, "clip2video": dict(overrides["clip2video"])}
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _is_vip(sd: dict[str, torch.Tensor]) -> bool:
+    return "vision_model.embeddings.added_cls" in sd or "vision_model.embeddings.temporal_embedding" in sd
+
+
+def _match_keys(model: CLIPViP, sd: dict[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:
+    """The entries of ``sd`` that fit ``model`` (temporal table resized); every gap goes to ``report``."""
+    temporal_key = "vision_model.embeddings.temporal_embedding"
+    own = model.state_dict()
+    if temporal_key in sd and temporal_key in own and sd[temporal_key].shape[1] != own[temporal_key].shape[1]:
+        old = sd[temporal_key].shape[1]
+        sd = {**sd, temporal_key: resize_temporal(sd[temporal_key].float(), own[temporal_key].shape[1])}
+        report.notes.append(f"temporal table resized {old} -> {model.config.num_frames} (linear)")
+    loadable: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key not in own:
+            if _VIP_NEW_KEY.search(key):  # e.g. proxies of a CLIP-ViP checkpoint loaded for a per-frame head
+                report.notes.append(f"{key} not used by video_head={model.config.video_head!r}")
+            else:
+                report.unexpected.append(key)
+        elif tuple(value.shape) != tuple(own[key].shape):
+            report.mismatched.append(f"{key}: {tuple(value.shape)} vs {tuple(own[key].shape)}")
+        else:
+            loadable[key] = value
+    for key in own:
+        if key not in sd:
+            (report.expected_missing if _VIP_NEW_KEY.search(key) else report.missing).append(key)
+    return loadable
+
+
+def _init_new_parts(
+    model: CLIPViP, from_plain_clip: bool, seqtransf_from_text: bool, report: LoadReport
+) -> None:
+    """What VidCLIP / CLIP4Clip do to parameters a plain CLIP checkpoint does not have."""
+    cfg = model.config
+    if from_plain_clip:  # VidCLIP resets the scale
+        with torch.no_grad():
+            model.logit_scale.fill_(cfg.logit_scale_init)
+        report.notes.append(f"logit_scale set to {cfg.logit_scale_init} (VidCLIP)")
+    # Only a head absent from the checkpoint starts from the text tower (a TDB-only CLIP2Video checkpoint
+    # loaded with tab on keeps its trained TDB; only the new TAB parts keep their init).
+    head_missing = "video_head.frame_position_embeddings.weight" in report.expected_missing
+    if cfg.video_head in ("seqtransf", "clip2video") and head_missing and seqtransf_from_text:
+        if model.video_head.init_from_text(model.text_model):  # type: ignore[union-attr,operator]
+            report.notes.append(f"{cfg.video_head} head initialised from the text transformer")
+
+
 def load_pretrained(
     path: str | Path,
     num_proxies: int | None = None,
@@ -358,63 +447,12 @@ def load_pretrained(
     source, sd, ckpt_cfg, rest = read_checkpoint(path, map_location)
     sd = {k: v for k, v in sd.items() if not _IGNORED_KEY.search(k)}
     rest = [k for k in rest if not _IGNORED_KEY.search(k)]
-    is_vip_ckpt = (
-        "vision_model.embeddings.added_cls" in sd or "vision_model.embeddings.temporal_embedding" in sd
-    )
-    if config is not None:
-        base = config
-    elif ckpt_cfg is not None:
-        base = ckpt_cfg
-        if source == "hf" and is_vip_ckpt:  # an HF dir holding CLIP-ViP weights: proxies/frames from shapes
-            shaped = config_from_state_dict(sd)
-            base = replace(base, num_proxies=shaped.num_proxies, num_frames=shaped.num_frames)
-    else:
-        base = config_from_state_dict(sd)  # proxies/frames from shapes, else the defaults (3, 12)
-    if video_head is not None and video_head not in VIDEO_HEADS:
-        raise ValueError(f"video_head must be one of {VIDEO_HEADS}, got {video_head!r}")
-    cfg = replace(
-        base,
-        num_proxies=base.num_proxies if num_proxies is None else num_proxies,
-        num_frames=base.num_frames if num_frames is None else num_frames,
-        video_head=base.video_head if video_head is None else video_head,
-        clip2video=base.clip2video if clip2video is None else dict(clip2video),
-    )
-    model = CLIPViP(cfg)
+    overrides = {"num_proxies": num_proxies, "num_frames": num_frames, "video_head": video_head,
+                 "clip2video": clip2video}  # fmt: skip
+    model = CLIPViP(_architecture(source, sd, ckpt_cfg, config, overrides))
     report = LoadReport(source=source, path=str(path), unexpected=list(rest))
-
-    temporal_key = "vision_model.embeddings.temporal_embedding"
-    own = model.state_dict()
-    if temporal_key in sd and temporal_key in own and sd[temporal_key].shape[1] != own[temporal_key].shape[1]:
-        old = sd[temporal_key].shape[1]
-        sd[temporal_key] = resize_temporal(sd[temporal_key].float(), own[temporal_key].shape[1])
-        report.notes.append(f"temporal table resized {old} -> {cfg.num_frames} (linear)")
-
-    loadable: dict[str, torch.Tensor] = {}
-    for key, value in sd.items():
-        if key not in own:
-            if _VIP_NEW_KEY.search(key):  # e.g. proxies of a CLIP-ViP checkpoint loaded for a per-frame head
-                report.notes.append(f"{key} not used by video_head={cfg.video_head!r}")
-            else:
-                report.unexpected.append(key)
-        elif tuple(value.shape) != tuple(own[key].shape):
-            report.mismatched.append(f"{key}: {tuple(value.shape)} vs {tuple(own[key].shape)}")
-        else:
-            loadable[key] = value
-    for key in own:
-        if key not in sd:
-            (report.expected_missing if _VIP_NEW_KEY.search(key) else report.missing).append(key)
-    model.load_state_dict(loadable, strict=False)
-
-    if not (source == "clipvip-saved" or is_vip_ckpt):  # plain CLIP: VidCLIP resets the scale
-        with torch.no_grad():
-            model.logit_scale.fill_(cfg.logit_scale_init)
-        report.notes.append(f"logit_scale set to {cfg.logit_scale_init} (VidCLIP)")
-    # Only a head absent from the checkpoint starts from the text tower (a TDB-only CLIP2Video checkpoint
-    # loaded with tab on keeps its trained TDB; only the new TAB parts keep their init).
-    head_missing = "video_head.frame_position_embeddings.weight" in report.expected_missing
-    if cfg.video_head in ("seqtransf", "clip2video") and head_missing and seqtransf_from_text:
-        if model.video_head.init_from_text(model.text_model):  # type: ignore[union-attr,operator]
-            report.notes.append(f"{cfg.video_head} head initialised from the text transformer")
+    model.load_state_dict(_match_keys(model, sd, report), strict=False)
+    _init_new_parts(model, not (source == "clipvip-saved" or _is_vip(sd)), seqtransf_from_text, report)
 
     model.load_report = report  # type: ignore[assignment]
     if report.ok:
@@ -431,10 +469,7 @@ def save_pretrained(model: CLIPViP, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp_w = out / "model.safetensors.tmp"
-    save_file(state, str(tmp_w), metadata={"format": "pt"})
-    tmp_c = out / "config.json.tmp"
-    tmp_c.write_text(json.dumps(hf_config_dict(model.config), indent=2) + "\n")
-    os.replace(tmp_w, out / "model.safetensors")
-    os.replace(tmp_c, out / "config.json")
+    with atomic_output(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_text_atomic(out / "config.json", json.dumps(hf_config_dict(model.config), indent=2) + "\n")
     return out

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.attention import AttendFn, full_attention, vip_attention
-from trainer.encoder import CLIPEncoder
-from trainer.model_config import VisionConfig
+from trainer.model.attention import AttendFn, full_attention, vip_attention
+from trainer.model.config import VisionConfig
+from trainer.model.encoder import CLIPEncoder
 
 ATTENTION_MODES = ("vip", "full")
 

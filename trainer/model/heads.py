@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.attention import full_attention
-from trainer.clip2video import CLIP2VideoHead
-from trainer.encoder import CLIPEncoder, init_clip_weights
-from trainer.model_config import ClipViPConfig, SeqTransfConfig
-from trainer.text import CLIPTextModel
+from trainer.model.attention import full_attention
+from trainer.model.clip2video import CLIP2VideoHead
+from trainer.model.config import ClipViPConfig, SeqTransfConfig
+from trainer.model.encoder import CLIPEncoder, init_clip_weights
+from trainer.model.text import CLIPTextModel
 
 
 class MeanPoolHead(nn.Module):

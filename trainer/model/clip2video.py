@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.attention import full_attention, masked_attention
-from trainer.encoder import CLIPEncoder, init_clip_weights
+from trainer.model.attention import full_attention, masked_attention
+from trainer.model.encoder import CLIPEncoder, init_clip_weights
 
 _EPS = 1e-6
 

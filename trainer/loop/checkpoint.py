@@ -2,19 +2,20 @@
 
 A checkpoint holds everything a resume needs to continue the same run: model, optimizer, GradScaler and
 scheduler state, the step, every RNG state (python, numpy legacy, torch CPU and CUDA) and the data
-position (per-stream draw counts, see trainer.data), plus the config and the best validation score.
+position (per-stream draw counts, see trainer.data.shards), plus the config and the best validation score.
 Only plain containers, numbers, strings and tensors are stored, so the weights-only unpickler loads it.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from pipeline.atomic import atomic_output
 
 
 def rng_state() -> dict[str, Any]:
@@ -48,21 +49,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically: a crash leaves either the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    with atomic_output(path, durable=True) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
     return path
 
 

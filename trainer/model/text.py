@@ -7,9 +7,9 @@ from functools import partial
 import torch
 from torch import nn
 
-from trainer.attention import masked_attention
-from trainer.encoder import CLIPEncoder
-from trainer.model_config import TextConfig
+from trainer.model.attention import masked_attention
+from trainer.model.config import TextConfig
+from trainer.model.encoder import CLIPEncoder
 
 # Old hub configs carry eos_token_id == 2; HF then pools at input_ids.argmax(-1) (EOT is the largest id).
 _LEGACY_EOS_ID = 2

@@ -1,6 +1,6 @@
 """Architecture configuration of the CLIP-ViP model (one place for every default).
 
-The field names are ours; `trainer.weights` maps them to and from Hugging Face `CLIPConfig` keys.
+The field names are ours; `trainer.model.weights` maps them to and from Hugging Face `CLIPConfig` keys.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ image size, CLIP normalisation, no augmentation (CLIPVIP.md §5).
 
 Missing captions (no ``K.cap.txt`` or an empty one) never become the text "None": with
 ``missing_caption: mask`` the sample is kept and ``Batch.cap_valid`` is False for it, so the caption terms of
-the loss skip it (trainer.losses); with ``drop`` the sample is skipped. Corrupt samples (undecodable JPEG or
+the loss skip it (trainer.loop.losses); with ``drop`` the sample is skipped. Corrupt samples (undecodable JPEG or
 MP4, missing parts, bad UTF-8) are logged, counted and skipped; batches are always full.
 """
 
@@ -35,7 +35,7 @@ import random
 import tarfile
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,42 +44,13 @@ import torch
 from PIL import Image
 from webdataset.tariterators import base_plus_ext
 
-from trainer.losses import needs_caption, needs_frame
-from trainer.retrieval_data import jittered_indices, preprocess, uniform_indices
+from trainer.config import needs_caption, needs_frame
+from trainer.data.batch import Batch
+from trainer.data.frames import jittered_indices, preprocess, uniform_indices
 
 log = logging.getLogger(__name__)
 
 COUNTERS = ("corrupt", "missing_caption_masked", "missing_caption_dropped", "excluded")
-
-
-@dataclass
-class Batch:
-    video: torch.Tensor  # [B, T, 3, H, W]
-    text_ids: torch.Tensor  # [B, L]
-    text_mask: torch.Tensor
-    image: torch.Tensor | None  # [B, 1, 3, H, W] middle frame (for L_F<->C)
-    cap_ids: torch.Tensor | None
-    cap_mask: torch.Tensor | None
-    keys: list[str]
-    cap_valid: torch.Tensor | None = None  # bool [B]: the sample has a caption
-    stream: int = -1  # logical stream that produced the batch (resume bookkeeping)
-    stream_pos: int = -1  # that stream's draw count after this batch
-    counts: dict[str, int] = field(default_factory=dict)  # COUNTERS since the stream's previous batch
-
-    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
-        def mv(x: Any) -> Any:
-            return x.to(device, non_blocking=non_blocking) if isinstance(x, torch.Tensor) else x
-
-        return Batch(**{f.name: mv(getattr(self, f.name)) for f in fields(self)})
-
-    def pin_memory(self) -> Batch:
-        def pin(x: Any) -> Any:
-            return x.pin_memory() if isinstance(x, torch.Tensor) else x
-
-        return Batch(**{f.name: pin(getattr(self, f.name)) for f in fields(self)})
-
-    def __len__(self) -> int:
-        return len(self.keys)
 
 
 # ------------------------------------------------------------------------------------------ shard discovery

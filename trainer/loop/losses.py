@@ -1,7 +1,7 @@
 """CLIP-ViP contrastive losses (CLIPVIP.md §3), as SUMS of cross-entropy terms.
 
 Notation: ``v`` video, ``s`` subtitle, ``c`` auxiliary caption of the middle frame, ``f`` middle-frame image.
-All features are L2-normalised and already gathered over ranks (``trainer.distributed.gather_features``);
+All features are L2-normalised and already gathered over ranks (``trainer.loop.distributed.gather_features``);
 ``logit_scale`` is the learnable log-temperature, ``scale = exp(logit_scale)``.
 
 Loss names (the official class in brackets):
@@ -32,31 +32,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainer.model_config import VIDCLIP_LOGIT_SCALE
+from trainer.config import check_loss_name, needs_caption, needs_frame
+from trainer.model.config import VIDCLIP_LOGIT_SCALE
 
 LOGIT_SCALE_INIT = VIDCLIP_LOGIT_SCALE  # VidCLIP overwrites CLIP's logit_scale with 4.60 (~ln 100)
 LOGIT_SCALE_MAX = math.log(200.0)  # clamp_(0, ln 200): scale <= 200
-
-LOSS_NAMES = ("vs", "vs_fc", "vs_vc", "vs_vc_fc", "vsc", "vsc_fc")
-_NEEDS_CAPTION = {"vs_fc", "vs_vc", "vs_vc_fc", "vsc", "vsc_fc"}
-_NEEDS_FRAME = {"vs_fc", "vs_vc_fc", "vsc_fc"}
-
-
-def needs_caption(name: str) -> bool:
-    """Whether loss ``name`` uses caption features."""
-    _check_name(name)
-    return name in _NEEDS_CAPTION
-
-
-def needs_frame(name: str) -> bool:
-    """Whether loss ``name`` uses middle-frame image features."""
-    _check_name(name)
-    return name in _NEEDS_FRAME
-
-
-def _check_name(name: str) -> None:
-    if name not in LOSS_NAMES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
 
 
 @torch.no_grad()
@@ -142,12 +122,12 @@ def contrastive_loss(
 
     ``logit_scale`` is the log-temperature (required). ``c_valid`` is a bool mask over the (gathered) batch.
     """
-    _check_name(name)
+    check_loss_name(name)
     if logit_scale is None:
         raise ValueError("logit_scale is required")
-    if name in _NEEDS_CAPTION and c is None:
+    if needs_caption(name) and c is None:
         raise ValueError(f"loss {name!r} needs caption features")
-    if name in _NEEDS_FRAME and f is None:
+    if needs_frame(name) and f is None:
         raise ValueError(f"loss {name!r} needs frame features")
     if c_valid is not None:
         c_valid = c_valid.to(device=v.device, dtype=torch.bool)
@@ -161,7 +141,7 @@ def contrastive_loss(
         if name in ("vs_vc", "vs_vc_fc"):
             assert c is not None
             terms["v2c"], terms["c2v"] = symmetric_nce(v, c, scale, c_valid)
-    if name in _NEEDS_FRAME:
+    if needs_frame(name):
         assert c is not None and f is not None
         terms["f2c"], terms["c2f"] = symmetric_nce(f, c, scale, c_valid)
     total = torch.stack(list(terms.values())).sum()

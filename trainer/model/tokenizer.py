@@ -10,7 +10,6 @@ tests and the demo: 256 byte symbols, the same 256 with `</w>`, the learned merg
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,7 +20,8 @@ import torch
 # GPT-2/CLIP byte -> printable unicode table; re-exported for the tiny-BPE builder and tests.
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from trainer.model_config import TINY_VOCAB_SIZE
+from pipeline.atomic import write_text_atomic
+from trainer.model.config import TINY_VOCAB_SIZE
 
 CLIP_VOCAB_SIZE = 49408
 BOS_TOKEN = "<|startoftext|>"
@@ -202,12 +202,6 @@ def build_tiny_tokenizer(
     vocab = {tok: i for i, tok in enumerate(tokens)}
     if len(vocab) != len(tokens):
         raise AssertionError("duplicate tokens in the learned vocabulary")
-    _atomic_write(out / "vocab.json", json.dumps(vocab, ensure_ascii=False))
-    _atomic_write(out / "merges.txt", "\n".join([MERGES_HEADER] + [f"{a} {b}" for a, b in merges]) + "\n")
+    write_text_atomic(out / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+    write_text_atomic(out / "merges.txt", "\n".join([MERGES_HEADER] + [f"{a} {b}" for a, b in merges]) + "\n")
     return out
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -6,25 +6,21 @@ Parameter names follow Hugging Face `CLIPModel` (`vision_model.*`, `text_model.*
 for the per-frame baselines.
 
 Public API:
-    ClipViPConfig, tiny_config          architecture (trainer.model_config)
+    ClipViPConfig, tiny_config          architecture (trainer.model.config)
     CLIPViP(config)                      .encode_video(pixels[B,T,3,H,W]) / .encode_text(ids, mask)
                                          CLIP2Video TAB: .clip2video_video / .clip2video_text / .clip2video_similarity
-    from_pretrained(path, ...)           HF CLIP dir, OpenAI CLIP .pt, or CLIP-ViP checkpoint
-    save_pretrained(model, dir)          HF-style dir: config.json + model.safetensors
+    (loading and saving: trainer.model.weights; the package trainer.model exports all of these)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.encoder import CLIPEncoder, init_clip_weights
-from trainer.heads import build_video_head
-from trainer.model_config import (
+from trainer.model.config import (
     PER_FRAME_HEADS,
     VIDEO_HEADS,
     ClipViPConfig,
@@ -33,8 +29,10 @@ from trainer.model_config import (
     VisionConfig,
     tiny_config,
 )
-from trainer.text import CLIPTextModel
-from trainer.vision import CLIPVisionViPModel
+from trainer.model.encoder import CLIPEncoder, init_clip_weights
+from trainer.model.heads import build_video_head
+from trainer.model.text import CLIPTextModel
+from trainer.model.vision import CLIPVisionViPModel
 
 __all__ = [
     "CLIPViP",
@@ -44,8 +42,6 @@ __all__ = [
     "TextConfig",
     "VIDEO_HEADS",
     "VisionConfig",
-    "from_pretrained",
-    "save_pretrained",
     "tiny_config",
 ]
 
@@ -205,29 +201,3 @@ class CLIPViP(nn.Module):
         for module in self.modules():
             if isinstance(module, CLIPEncoder):
                 module.grad_checkpointing = enable
-
-
-def from_pretrained(
-    path: str | Path,
-    num_proxies: int | None = None,
-    num_frames: int | None = None,
-    video_head: str | None = None,
-    **kwargs: Any,
-) -> CLIPViP:
-    """Load a local HF CLIP dir, an OpenAI CLIP `.pt`, a CLIP-ViP checkpoint, or a dir we saved.
-
-    None means "from the checkpoint, else the default" (3 proxies, 12 frames, "vip"). See
-    `trainer.weights.load_pretrained` for the keyword options (strict, map_location, ...).
-    """
-    from trainer.weights import load_pretrained
-
-    return load_pretrained(
-        path, num_proxies=num_proxies, num_frames=num_frames, video_head=video_head, **kwargs
-    )
-
-
-def save_pretrained(model: CLIPViP, out_dir: str | Path) -> Path:
-    """Write config.json (HF CLIP format + a "clipvip" entry) and model.safetensors."""
-    from trainer.weights import save_pretrained as _save
-
-    return _save(model, out_dir)

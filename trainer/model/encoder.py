@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from trainer.attention import AttendFn
+from trainer.model.attention import AttendFn
 
 
 def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
