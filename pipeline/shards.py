@@ -1,4 +1,5 @@
-"""Shard files (CONTRACTS §3): Parquet rows, WebDataset tar, stats json written last, atomically.
+"""Writing shard files (CONTRACTS §3; the format itself is `pipeline.shard_format`): Parquet rows,
+WebDataset tar, stats json written last, atomically.
 
 A shard is complete exactly when `shards/NNNNN.stats.json` exists. The Parquet and tar files are
 written under temporary names and renamed into place before the stats file is renamed into place,
@@ -11,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tarfile
 import time
 import uuid
 from collections import Counter
@@ -29,27 +29,18 @@ from PIL import Image
 from pipeline.atomic import temp_path, write_text_atomic
 from pipeline.decode import ClipResult
 from pipeline.plan import ExtractOptions, Plan, ShardSpec
-
-SHARD_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("clip_id", pa.string()),
-        ("video_id", pa.string()),
-        ("shard", pa.int32()),
-        ("span_start", pa.float64()),
-        ("span_end", pa.float64()),
-        ("middle_time", pa.float64()),
-        ("subtitle", pa.string()),
-        ("caption", pa.string()),
-        ("captioner", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("decode_ms", pa.float32()),
-        ("caption_ms", pa.float32()),
-    ]
-)
-CAPTIONS_SCHEMA = pa.schema(
-    [("key", pa.string()), ("clip_id", pa.string()), ("caption", pa.string()), ("captioner", pa.string())]
+from pipeline.shard_format import (
+    CAPTIONS_SCHEMA,
+    SHARD_SCHEMA,
+    SHARDS_DIR,
+    add_member,
+    iter_samples,
+    member_name,
+    open_tar_writer,
+    read_shard,
+    sample_members,
+    shard_is_complete,
+    shard_paths,
 )
 
 
@@ -63,43 +54,12 @@ class CaptionRecord:
     error: str | None = None
 
 
-def shard_name(index: int) -> str:
-    return f"{index:05d}"
-
-
-def shard_paths(out: Path, index: int) -> dict[str, Path]:
-    d = Path(out) / "shards"
-    n = shard_name(index)
-    return {"parquet": d / f"{n}.parquet", "tar": d / f"{n}.tar", "stats": d / f"{n}.stats.json"}
-
-
-def shard_is_complete(out: Path, index: int) -> bool:
-    return shard_paths(out, index)["stats"].is_file()
-
-
-def read_shard(out: Path, index: int) -> pa.Table:
-    return pq.read_table(shard_paths(out, index)["parquet"], schema=SHARD_SCHEMA)
-
-
-def complete_shard_tars(out: Path) -> list[Path]:
-    """Tars of the complete shards, in shard order (for the trainer)."""
-    d = Path(out) / "shards"
-    if not d.is_dir():
-        return []
-    tars = []
-    for stats in sorted(d.glob("*.stats.json")):
-        tar = stats.with_name(stats.name[: -len(".stats.json")] + ".tar")
-        if tar.is_file():
-            tars.append(tar)
-    return tars
-
-
 def cleanup_temp(out: Path) -> int:
     """Remove temporary files left by killed runs; returns how many were removed.
 
     Call only when no other writer uses `out` (the CLI holds a lock on OUT while it runs).
     """
-    d = Path(out) / "shards"
+    d = Path(out) / SHARDS_DIR
     n = 0
     if d.is_dir():
         for p in d.iterdir():
@@ -133,15 +93,15 @@ def _members(res: ClipResult, key: str, caption: str | None, quality: int) -> li
         "index": row.index,
         "decoder": res.decoder,
     }
-    members = [(f"{key}.mid.jpg", _jpeg(res.middle_small, quality))]
-    members += [(f"{key}.f{j:02d}.jpg", _jpeg(f, quality)) for j, f in enumerate(res.frames)]
-    members.append((f"{key}.sub.txt", (res.subtitle or "").encode("utf-8")))
-    if caption is not None:
-        members.append((f"{key}.cap.txt", caption.encode("utf-8")))
-    members.append((f"{key}.json", json.dumps(meta).encode("utf-8")))
-    if res.video_bytes is not None:
-        members.append((f"{key}.mp4", res.video_bytes))
-    return members
+    return sample_members(
+        key,
+        middle=_jpeg(res.middle_small, quality),
+        frames=[_jpeg(f, quality) for f in res.frames],
+        subtitle=res.subtitle,
+        caption=caption,
+        meta=json.dumps(meta).encode("utf-8"),
+        video=res.video_bytes,
+    )
 
 
 def _record(res: ClipResult, shard: int, cap: CaptionRecord | None) -> dict[str, Any]:
@@ -167,14 +127,6 @@ def _record(res: ClipResult, shard: int, cap: CaptionRecord | None) -> dict[str,
     }
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0  # byte-identical shards for identical inputs
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
 def _tmp(path: Path, token: str) -> Path:
     return temp_path(path, token)
 
@@ -194,11 +146,11 @@ def _commit(
     records: list[dict[str, Any]] = []
     samples = 0
     try:
-        with tarfile.open(tmp["tar"], "w", format=tarfile.PAX_FORMAT) as tar:
+        with open_tar_writer(tmp["tar"]) as tar:
             for rec, members in entries:
                 records.append(rec)
                 for name, data in members:
-                    _add(tar, name, data)
+                    add_member(tar, name, data)
                 samples += bool(members)
         wanted = {r.index for r in spec.rows}
         got = Counter(rec["_index"] for rec in records)
@@ -295,13 +247,10 @@ def rewrite_shard_with_retries(
     old = read_shard(out, spec.index).to_pylist()
     new = list(_new_entries(results, spec.index, captions, options.jpeg_quality))
     retried = {rec["_index"] for rec, _ in new}
-    by_key: dict[str, list[tuple[str, bytes]]] = {}
-    with tarfile.open(shard_paths(out, spec.index)["tar"], "r") as tar:
-        for m in tar.getmembers():
-            f = tar.extractfile(m)
-            if f is None:
-                continue
-            by_key.setdefault(m.name.split(".", 1)[0], []).append((m.name, f.read()))
+    by_key = {
+        key: [(member_name(key, ext), data) for ext, data in raw.items()]
+        for key, raw in iter_samples(shard_paths(out, spec.index)["tar"])
+    }
 
     if len(old) != len(spec.rows):
         raise RuntimeError(f"shard {spec.index} has {len(old)} rows, the plan says {len(spec.rows)}")

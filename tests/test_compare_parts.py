@@ -14,7 +14,7 @@ from analysis.compare import main, read_refs
 from analysis.gallery import GalleryClip, GalleryPage, render
 from analysis.runs import RunError, open_run, parse_run_arg
 from analysis.textstats import caption_scores, distinct_n, text_stats, tokenize
-from pipeline.shards import CAPTIONS_SCHEMA
+from pipeline.shard_format import CAPTIONS_SCHEMA
 
 JPEG = b"\xff\xd8\xff\xe0" + b"fake-jpeg-body"
 

@@ -24,7 +24,7 @@ from analysis.nmi import NmiConfig, main, measure_pair, prepare_source
 from analysis.plots import Bar, DrawView, nmi_figure
 from analysis.report import TableRun, n_label, smaller_warning
 from analysis.sources import SourceSpec
-from pipeline.shards import CAPTIONS_SCHEMA
+from pipeline.shard_format import CAPTIONS_SCHEMA
 
 
 def _mmd2_loops(x: np.ndarray, y: np.ndarray, s: float) -> float:

@@ -14,10 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from tiny_hf_clip import random_hf_clip
 from transformers import CLIPModel, CLIPTokenizer
 
-from analysis.encoders import CLIP_CONTEXT_LENGTH, EncoderError, load_encoder
+from analysis.encoders import (
+    CLIP_CONTEXT_LENGTH,
+    ClipTextEncoder,
+    EncodeOptions,
+    EncoderError,
+    load_clip_encoder,
+    load_encoder,
+)
 from synthetic import texts as synthetic
 from trainer.model.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
 from trainer.model.weights import hf_to_openai
@@ -95,6 +103,34 @@ def test_clip_protocol_matches_transformers(hf_clip_dir):
     assert ids.shape == (1, 77) and int(ids[0, -1]) == tok.eot_id
     longer = enc.encode([LONG + " and some more words at the end"])
     np.testing.assert_allclose(longer[0], ours[2], atol=TOL)
+
+
+def test_clip_loads_only_the_text_tower_and_batching_is_exact(hf_clip_dir):
+    """Only the text tower and projection are built; every batch split gives the same features as
+    transformers' 77-padded batch (a causal tower pooled at the EOT never sees the pads after it)."""
+    path, model = hf_clip_dir
+    enc = load_clip_encoder(path, path, "0" * 64, EncodeOptions(batch_size=2, progress=False))
+    assert isinstance(enc, ClipTextEncoder)
+    ours = sum(p.numel() for p in enc.tower.parameters()) + enc.projection.weight.numel()
+    text_only = sum(p.numel() for p in model.text_model.parameters()) + model.text_projection.weight.numel()
+    assert ours == text_only < sum(p.numel() for p in model.parameters())
+    texts = TEXTS + ["a man is talking about dogs", "x y"]  # batches of 2 in token-count order
+    np.testing.assert_allclose(enc.encode(texts), reference_features(path, model, texts), atol=TOL)
+    lengths = sorted(len(t) for t in enc.token_ids(texts))
+    assert lengths[-1] == CLIP_CONTEXT_LENGTH and lengths[0] < 10  # BOS + tokens + EOT, no padding
+
+
+def test_clip_text_weights_missing_refused(hf_clip_dir, tmp_path):
+    path, _ = hf_clip_dir
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "vocab.json", "merges.txt"):
+        shutil.copy(path / name, broken / name)
+    sd = load_file(path / "model.safetensors")
+    del sd["text_model.final_layer_norm.weight"]
+    save_file(sd, broken / "model.safetensors")
+    with pytest.raises(EncoderError, match="final_layer_norm.weight"):
+        load_encoder("clip", broken).encode(["a text"])
 
 
 def test_clip_openai_pt_with_tokenizer_dir(hf_clip_dir, tmp_path):

@@ -8,10 +8,21 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from analysis import encoders
-from analysis.encoders import MINILM_SHA256, EncoderError, LazyEncoder, MiniLMEncoder, load_encoder
+from analysis.encoders import (
+    MINILM_MAX_LENGTH,
+    MINILM_SHA256,
+    EncodeOptions,
+    EncoderError,
+    LazyEncoder,
+    MiniLMEncoder,
+    batched_encode,
+    load_encoder,
+)
 from analysis.nmi import main
+from analysis.packed_bert import length_runs
 from synthetic import texts as synthetic
 
 CONTRACT_KEYS = {"src", "tgt", "encoder", "samples", "repeats", "seed", "nmi_mean", "nmi_std", "nmi_runs"}
@@ -80,6 +91,55 @@ def test_minilm_matches_sentence_transformers(minilm):
     texts = ["a dog runs along the beach", "um so yeah today we're going to talk about it", "x"]
     ref = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(minilm.encode(texts), ref, atol=1e-5)
+
+
+def test_packed_forward_equals_padded_transformers(minilm):
+    """The padding-free forward pass against transformers' BertModel on one padded, unsorted batch
+    (masked mean pooling, as sentence-transformers pools): equal within 1e-5, truncation included."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(encoders.minilm_model_dir()), use_safetensors=True).eval()
+    texts = [
+        "a cat",
+        " ".join(["a very long subtitle line that goes on"] * 60),  # beyond 256 tokens: truncated
+        "people are dancing at a wedding party",
+        "a dog",
+        "the chef slices onions and garlic",
+    ]
+    enc = minilm.tokenizer(
+        texts, padding=True, truncation=True, max_length=MINILM_MAX_LENGTH, return_tensors="pt"
+    )
+    assert enc["input_ids"].shape[1] == MINILM_MAX_LENGTH
+    with torch.inference_mode():
+        hidden = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    ref = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    with torch.inference_mode():
+        packed = minilm.bert.mean_pool(minilm.token_ids(texts)).numpy()  # as given: runs of length 1
+    np.testing.assert_allclose(packed, ref, atol=1e-5)
+    np.testing.assert_allclose(minilm.encode(texts), ref, atol=1e-5)  # sorted, equal lengths share a run
+
+
+def test_units_of_work_are_sorted_by_token_count_and_rows_restored():
+    """batched_encode hands each batch over in token-count order and puts rows back in input order."""
+    ids = [[1] * n for n in (5, 2, 9, 2, 7, 1, 5)]
+    seen: list[list[int]] = []
+
+    def encode_batch(batch: list[list[int]]) -> torch.Tensor:
+        seen.append([len(t) for t in batch])
+        return torch.tensor([[float(len(t)), 0.0] for t in batch])
+
+    out = batched_encode(ids, encode_batch, EncodeOptions(batch_size=3, progress=False), "test")
+    assert seen == [[1, 2, 2], [5, 5, 7], [9]]
+    assert out[:, 0].tolist() == [5, 2, 9, 2, 7, 1, 5] and out.dtype == np.float32
+    assert length_runs([3, 3, 5, 3]) == [(2, 3), (1, 5), (1, 3)] and length_runs([]) == []
+
+
+def test_packed_forward_refuses_bad_lengths(minilm):
+    with pytest.raises(ValueError, match="1..512 tokens"):
+        minilm.bert.mean_pool([[101, 102], []])
+    with pytest.raises(ValueError, match="1..512 tokens"):
+        minilm.bert.mean_pool([[101] * 513])
 
 
 def test_minilm_tampered_weights_refused(tmp_path, monkeypatch):

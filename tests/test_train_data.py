@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
+import random
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,20 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline import shard_format
 from synthetic.content import SceneRenderer, all_attributes, caption, random_scene, subtitle
 from trainer.config import load_config
-from trainer.data.frames import CLIP_MEAN, CLIP_STD
-from trainer.data.shards import build_shard_loader, find_shard_tars, index_tar
+from trainer.data.frames import CLIP_MEAN, CLIP_STD, jittered_indices, uniform_indices
+from trainer.data.shards import (
+    CorruptSample,
+    DecodeOptions,
+    _mp4_frames,
+    build_shard_loader,
+    decode_sample,
+    find_shard_tars,
+    index_tar,
+    needed_members,
+)
 from trainer.model.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
 
 # ------------------------------------------------------------------------------------- shard writing
@@ -49,32 +59,32 @@ def encode_mp4(frames: list[np.ndarray], fps: int = 3) -> bytes:
 
 
 def write_shard(path: Path, samples: list[dict[str, Any]]) -> Path:
-    """Contract-format tar: K.mid.jpg, K.fNN.jpg, K.sub.txt, K.cap.txt (if any), K.json, K.mp4 (if any).
+    """Contract-format tar through the format's owner (pipeline.shard_format): middle frame, sampled
+    frames, subtitle, caption (if any), json, mp4 (if any).
 
     A sample dict has ``key, frames`` (uint8 HxWx3 list) and optional ``sub, cap, mp4, raw`` (raw: extra
-    ext -> bytes that replace or add members, e.g. a corrupt jpg).
+    extension -> bytes that replace or add members, e.g. a corrupt jpg).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w") as tf:
+    with shard_format.open_tar_writer(path) as tf:
         for s in samples:
             k = s["key"]
             frames = s["frames"]
-            members: dict[str, bytes] = {"mid.jpg": _jpg(frames[len(frames) // 2])}
-            for i, f in enumerate(frames):
-                members[f"f{i:02d}.jpg"] = _jpg(f)
-            members["sub.txt"] = s.get("sub", "").encode()
-            if s.get("cap") is not None:
-                members["cap.txt"] = s["cap"].encode()
             meta = {"clip_id": k + ".mp4", "video_id": k.split("_")[0], "span": [0.0, 1.0], "fps": 30.0}
-            members["json"] = json.dumps(meta).encode()
-            if s.get("mp4") is not None:
-                members["mp4"] = s["mp4"]
-            members.update(s.get("raw", {}))
-            for ext, data in members.items():
-                info = tarfile.TarInfo(f"{k}.{ext}")
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
-    path.with_suffix(".stats.json").write_text("{}")  # marks the shard complete (CONTRACTS §3)
+            members = shard_format.sample_members(
+                k,
+                middle=_jpg(frames[len(frames) // 2]),
+                frames=[_jpg(f) for f in frames],
+                subtitle=s.get("sub", ""),
+                caption=s.get("cap"),
+                meta=json.dumps(meta).encode(),
+                video=s.get("mp4"),
+            )
+            replaced = {shard_format.member_name(k, ext): data for ext, data in s.get("raw", {}).items()}
+            members = [(n, replaced.pop(n, d)) for n, d in members] + list(replaced.items())
+            for name, data in members:
+                shard_format.add_member(tf, name, data)
+    path.with_name(path.name[: -len(shard_format.TAR_SUFFIX)] + shard_format.STATS_SUFFIX).write_text("{}")
     return path
 
 
@@ -221,3 +231,76 @@ def test_damaged_shard_is_skipped(tmp_path: Path, tokenizer) -> None:
     it = iter(loader)
     keys = {k for _ in range(4) for k in next(it).keys}
     assert keys and all(k.startswith("g") for k in keys) and good.is_file()
+
+
+# ------------------------------------------------------------------------------- format owner, decode path
+
+
+def test_shard_format_round_trip(tmp_path: Path) -> None:
+    """Members written by the owner's writer come back, grouped by the key rule, from its reader."""
+    tar = tmp_path / "shards" / "00003.tar"
+    tar.parent.mkdir()
+    with shard_format.open_tar_writer(tar) as tf:
+        for key, cap in (("a_1", "a caption"), ("b_2", None)):
+            members = shard_format.sample_members(
+                key, middle=b"M" + key.encode(), frames=[b"F0", b"F1", b"F2"], subtitle="sub",
+                caption=cap, meta=b"{}", video=b"V" if cap else None,
+            )  # fmt: skip
+            for name, data in members:
+                shard_format.add_member(tf, name, data)
+    assert shard_format.shard_index(tar) == 3 and shard_format.complete_shard_tars(tmp_path) == []
+    samples = dict(shard_format.iter_samples(tar))
+    assert list(samples) == ["a_1", "b_2"]
+    a, b = samples["a_1"], samples["b_2"]
+    assert a[shard_format.MIDDLE] == b"Ma_1" and a[shard_format.VIDEO] == b"V"
+    assert shard_format.frame_exts(a) == [shard_format.frame_ext(j) for j in range(3)]
+    assert [a[e] for e in shard_format.frame_exts(a)] == [b"F0", b"F1", b"F2"]
+    assert a[shard_format.CAPTION] == b"a caption" and shard_format.CAPTION not in b
+    only = dict(shard_format.iter_samples(tar, (shard_format.SUBTITLE,)))
+    assert only == {"a_1": {shard_format.SUBTITLE: b"sub"}, "b_2": {shard_format.SUBTITLE: b"sub"}}
+    assert shard_format.split_member("x_1.F00.JPG") == ("x_1", "f00.jpg")
+    assert shard_format.split_member("noext") is None
+
+
+def test_mp4_converts_only_sampled_frames_exactly(shard_dir: Path) -> None:
+    """Sampled frames equal a conversion of every decoded frame (PyAV's own per-frame path)."""
+    tars = find_shard_tars([str(shard_dir)])
+    tix = index_tar(tars[1])
+    i = tix.keys.index("mp4clip")
+    with open(tix.path, "rb") as fh:
+        data = tix.read(fh, i)[shard_format.VIDEO]
+    with av.open(io.BytesIO(data)) as c:
+        every = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    for seed in range(5):
+        rng = random.Random(seed)
+        picked = _mp4_frames(data, 4, rng)
+        idx = jittered_indices(len(every), 4, random.Random(seed))
+        np.testing.assert_array_equal(picked, np.stack([every[j] for j in idx]))
+    np.testing.assert_array_equal(
+        _mp4_frames(data, 3, None), np.stack([every[j] for j in uniform_indices(12, 3)])
+    )
+    with pytest.raises(CorruptSample):
+        decode_sample(
+            {shard_format.VIDEO: b"not an mp4", shard_format.SUBTITLE: b"s"},
+            DecodeOptions(4, 32, "mp4", True, False, False),
+            random.Random(0),
+        )
+
+
+def test_only_needed_members_are_read(shard_dir: Path) -> None:
+    tars = find_shard_tars([str(shard_dir)])
+    tix = index_tar(tars[1])
+    with_video = tix.members[tix.keys.index("mp4clip")]
+    jpg_only = tix.members[1]
+    full = DecodeOptions(4, 32, "auto", True, need_image=True, need_caption=True)
+    assert needed_members(with_video, full) == {"mp4", "mid.jpg", "sub.txt", "cap.txt"}
+    frames = {f"f{j:02d}.jpg" for j in range(12)}
+    assert needed_members(with_video, DecodeOptions(4, 32, "jpg", True, False, False)) == frames | {"sub.txt"}
+    assert needed_members(jpg_only, full) == frames | {"mid.jpg", "sub.txt", "cap.txt"}
+    # the decoded sample is the same whether every member or only the needed ones are read
+    with open(tix.path, "rb") as fh:
+        for i in range(len(tix)):
+            a = decode_sample(tix.read(fh, i), full, random.Random(i))
+            b = decode_sample(tix.read(fh, i, needed_members(tix.members[i], full)), full, random.Random(i))
+            assert torch.equal(a["video"], b["video"]) and torch.equal(a["image"], b["image"])
+            assert (a["subtitle"], a["caption"]) == (b["subtitle"], b["caption"])

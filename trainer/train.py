@@ -30,6 +30,7 @@ from torch import nn
 
 from pipeline.annotations import AnnotationError
 from pipeline.cli import UserError, run_cli
+from pipeline.shard_format import CAPTION, SUBTITLE, iter_samples
 from trainer.checks import check_train_inputs, load_config_checked
 from trainer.config import (
     TrainConfig,
@@ -41,7 +42,7 @@ from trainer.config import (
 )
 from trainer.data.batch import Batch
 from trainer.data.retrieval import RetrievalDataError, build_train_loader, load_split
-from trainer.data.shards import build_shard_loader, count_samples, find_shard_tars, index_tar
+from trainer.data.shards import build_shard_loader, count_samples, find_shard_tars
 from trainer.eval.retrieval import evaluate_model
 from trainer.loop import distributed as tdist
 from trainer.loop.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -86,16 +87,10 @@ def _seed_everything(seed: int) -> None:
 def _shard_texts(tars: list[Path], limit: int = 50000) -> list[str]:
     texts: list[str] = []
     for t in tars:
-        tix = index_tar(t)
-        with open(t, "rb") as fh:
-            for i in range(len(tix)):
-                for ext in ("sub.txt", "cap.txt"):
-                    if ext in tix.members[i]:
-                        off, size = tix.members[i][ext]
-                        fh.seek(off)
-                        texts.append(fh.read(size).decode("utf-8", errors="replace"))
-                if len(texts) >= limit:
-                    return texts
+        for _key, raw in iter_samples(t, (SUBTITLE, CAPTION)):
+            texts += [raw[ext].decode("utf-8", errors="replace") for ext in (SUBTITLE, CAPTION) if ext in raw]
+            if len(texts) >= limit:
+                return texts
     return texts
 
 
@@ -484,12 +479,13 @@ class Trainer:
                 rec["samples_per_s"] = float(counts[0]) / elapsed
                 rec["data_wait_s"] = wait_window / n_window
                 rec["step_s"] = elapsed / n_window
+                rec["data_wait_share"] = wait_window / elapsed  # of this interval's wall time
                 rec.update({f"data/{k}": float(v) for k, v in zip(self.loader.totals, counts[1:].tolist())})
                 if self.logger is not None:
                     self.logger.write(rec, self.step)
                 log.info(progress.line(self.step, f"loss {rec['loss']:.4f} | scale {rec['temperature_scale']:.1f} "
                                                   f"| lr {rec['lr']:.2e} | {rec['samples_per_s']:.1f} samples/s "
-                                                  f"| data wait {rec['data_wait_s'] * 1000:.0f} ms"))  # fmt: skip
+                                                  f"| data wait {rec['data_wait_s'] * 1000:.0f} ms ({100 * rec['data_wait_share']:.0f}%)"))  # fmt: skip
                 window, n_window, wait_window, samples_window, t_window = {}, 0, 0.0, 0, time.monotonic()
             if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == self.end_step):
                 self.validate()

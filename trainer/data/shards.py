@@ -1,8 +1,8 @@
 """Pretraining data: the pipeline's WebDataset shards (CONTRACTS §3) -> batches of video/text/frame/caption.
 
-Sample ``K``: ``K.mid.jpg``, ``K.f00.jpg``..``K.f11.jpg``, ``K.sub.txt``, ``K.cap.txt`` (absent when not
-captioned), ``K.json``, optional ``K.mp4`` (3 fps clip). Tar members are grouped into samples with
-webdataset's own key rule (``webdataset.tariterators.base_plus_ext``).
+Samples are read through the shard format's owner, ``pipeline.shard_format`` (member names, the key
+rule, the tar index): the middle frame, the sampled frames, the subtitle, the caption (absent when not
+captioned) and the optional 3 fps clip.
 
 Sampling (why not a ``wds.DataPipeline`` with a shuffle buffer): resume must continue the SAME run, so the
 data order is a pure function of (seed, rank, stream, position). Each process runs ``S = max(1, workers)``
@@ -31,19 +31,31 @@ from __future__ import annotations
 import glob
 import io
 import logging
+import os
 import random
 import tarfile
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 from PIL import Image
-from webdataset.tariterators import base_plus_ext
 
+from pipeline.shard_format import (
+    CAPTION,
+    MIDDLE,
+    SUBTITLE,
+    VIDEO,
+    TarIndex,
+    complete_shard_tars,
+    frame_exts,
+    index_tar,
+)
 from trainer.config import needs_caption, needs_frame
 from trainer.data.batch import Batch
 from trainer.data.frames import jittered_indices, preprocess, uniform_indices
@@ -62,7 +74,7 @@ def find_shard_tars(specs: list[str]) -> list[Path]:
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            out += _complete_tars(p)
+            out += complete_shard_tars(p)
         elif any(ch in spec for ch in "*?["):
             out += [Path(x) for x in sorted(glob.glob(spec))]
         elif p.is_file():
@@ -76,49 +88,7 @@ def find_shard_tars(specs: list[str]) -> list[Path]:
     return tars
 
 
-def _complete_tars(out_dir: Path) -> list[Path]:
-    from pipeline.shards import complete_shard_tars  # lazily: pulls in pyarrow, only for shard data
-
-    return list(complete_shard_tars(out_dir))
-
-
 # ------------------------------------------------------------------------------------------------ tar index
-
-
-@dataclass
-class TarIndex:
-    path: Path
-    keys: list[str]
-    members: list[dict[str, tuple[int, int]]]  # per sample: extension -> (data offset, size)
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def read(self, fh: Any, i: int) -> dict[str, bytes]:
-        out = {}
-        for ext, (offset, size) in self.members[i].items():
-            fh.seek(offset)
-            out[ext] = fh.read(size)
-        return out
-
-
-def index_tar(path: Path) -> TarIndex:
-    """Group members into samples as webdataset does (consecutive members sharing a key)."""
-    keys: list[str] = []
-    members: list[dict[str, tuple[int, int]]] = []
-    with tarfile.open(path, mode="r:") as tf:  # uncompressed only: random access needs member offsets
-        for m in tf:
-            if not m.isfile():
-                continue
-            key, ext = base_plus_ext(m.name)
-            if key is None:
-                continue
-            ext = ext.lower()
-            if not keys or keys[-1] != key or ext in members[-1]:
-                keys.append(key)
-                members.append({})
-            members[-1][ext] = (m.offset_data, m.size)
-    return TarIndex(path, keys, members)
 
 
 class _IndexCache:
@@ -219,21 +189,32 @@ def _jpeg(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _mp4_frames(data: bytes, num_frames: int, rng: random.Random | None) -> np.ndarray:
-    import av
+# One reformatter per process: `VideoFrame.to_ndarray(format=...)` builds a new swscale context for
+# every frame (most of the conversion's cost); this one keeps it. Same scaler, same pixels. Keyed by
+# pid: a context inherited through fork (DataLoader workers) can hang on its parent's threads.
+_RGB: dict[int, VideoReformatter] = {}
 
+
+def _reformatter() -> VideoReformatter:
+    return _RGB.setdefault(os.getpid(), VideoReformatter())
+
+
+def _mp4_frames(data: bytes, num_frames: int, rng: random.Random | None) -> np.ndarray:
+    """The clip's sampled frames as RGB. Every frame is decoded (the sampling rule needs the count and
+    a frame needs the ones before it), but only the sampled ones are converted to RGB."""
     with av.open(io.BytesIO(data), mode="r") as c:
         if not c.streams.video:
             raise CorruptSample("mp4 has no video stream")
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
-    if not frames:
-        raise CorruptSample("mp4 decodes to no frame")
-    idx = (
-        jittered_indices(len(frames), num_frames, rng)
-        if rng is not None
-        else uniform_indices(len(frames), num_frames)
-    )
-    return np.stack([frames[i] for i in idx])
+        frames = list(c.decode(c.streams.video[0]))
+        if not frames:
+            raise CorruptSample("mp4 decodes to no frame")
+        idx = (
+            jittered_indices(len(frames), num_frames, rng)
+            if rng is not None
+            else uniform_indices(len(frames), num_frames)
+        )
+        rgb = {i: _reformatter().reformat(frames[i], format="rgb24").to_ndarray() for i in set(idx)}
+    return np.stack([rgb[i] for i in idx])
 
 
 def _text(raw: dict[str, bytes], ext: str) -> str | None:
@@ -245,30 +226,39 @@ def _text(raw: dict[str, bytes], ext: str) -> str | None:
         raise CorruptSample(f"{ext}: not UTF-8") from e
 
 
+def needed_members(exts: Iterable[str], opt: DecodeOptions) -> set[str]:
+    """The members `decode_sample` will use: the stored frames only when no clip replaces them, the
+    middle frame and the caption only when the loss needs them (the rest is never read)."""
+    exts = set(exts)
+    uses_video = VIDEO in exts and opt.frame_source in ("auto", "mp4")
+    wanted = {SUBTITLE} | ({VIDEO} if uses_video else set(frame_exts(exts)))
+    return wanted | ({MIDDLE} if opt.need_image else set()) | ({CAPTION} if opt.need_caption else set())
+
+
 def decode_sample(raw: dict[str, bytes], opt: DecodeOptions, rng: random.Random) -> dict[str, Any]:
     """-> video [T,3,S,S], image [1,3,S,S] | None, subtitle str, caption str | None. Raises CorruptSample."""
     try:
-        frame_keys = sorted(k for k in raw if len(k) == 7 and k.startswith("f") and k.endswith(".jpg"))
-        use_mp4 = "mp4" in raw and opt.frame_source in ("auto", "mp4")
-        if opt.frame_source == "mp4" and "mp4" not in raw:
-            raise CorruptSample("no mp4 (data.frame_source is 'mp4')")
+        frame_keys = frame_exts(raw)
+        use_mp4 = VIDEO in raw and opt.frame_source in ("auto", "mp4")
+        if opt.frame_source == "mp4" and VIDEO not in raw:
+            raise CorruptSample(f"no {VIDEO} (data.frame_source is 'mp4')")
         if use_mp4:
-            frames = _mp4_frames(raw["mp4"], opt.num_frames, rng if opt.jitter else None)
+            frames = _mp4_frames(raw[VIDEO], opt.num_frames, rng if opt.jitter else None)
         elif frame_keys:
             picks = uniform_indices(len(frame_keys), opt.num_frames)
             decoded = {k: _jpeg(raw[k]) for k in {frame_keys[i] for i in picks}}
             frames = np.stack([decoded[frame_keys[i]] for i in picks])
         else:
-            raise CorruptSample("no frames (no fNN.jpg and no mp4)")
+            raise CorruptSample(f"no frames (no sampled frame jpgs and no {VIDEO})")
         image = None
         if opt.need_image:
-            if "mid.jpg" not in raw:
-                raise CorruptSample("no mid.jpg")
-            image = preprocess(_jpeg(raw["mid.jpg"])[None], opt.image_size)
-        subtitle = _text(raw, "sub.txt")
+            if MIDDLE not in raw:
+                raise CorruptSample(f"no {MIDDLE}")
+            image = preprocess(_jpeg(raw[MIDDLE])[None], opt.image_size)
+        subtitle = _text(raw, SUBTITLE)
         if subtitle is None:
-            raise CorruptSample("no sub.txt")
-        caption = _text(raw, "cap.txt") if opt.need_caption else None
+            raise CorruptSample(f"no {SUBTITLE}")
+        caption = _text(raw, CAPTION) if opt.need_caption else None
         return {
             "video": preprocess(frames, opt.image_size),
             "image": image,
@@ -347,7 +337,8 @@ class ShardStreamDataset(torch.utils.data.IterableDataset):
                     try:
                         if shard not in handles:
                             handles[shard] = open(tix.path, "rb")  # noqa: SIM115 (kept open across draws)
-                        sample = decode_sample(tix.read(handles[shard], i), self.opt, rng)
+                        raw = tix.read(handles[shard], i, needed_members(tix.members[i], self.opt))
+                        sample = decode_sample(raw, self.opt, rng)
                     except (CorruptSample, OSError) as e:
                         counts["corrupt"] += 1
                         if counts["corrupt"] <= 20 or counts["corrupt"] % 1000 == 0:
