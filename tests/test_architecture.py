@@ -4,6 +4,7 @@ imports placed inside functions included; rooms depend only downwards; the train
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,37 @@ def test_rooms_depend_only_downwards(graph: dict[str, set[str]]) -> None:
 
 def test_trainer_config_is_a_leaf(graph: dict[str, set[str]]) -> None:
     assert graph["trainer.config"] == set()
+
+
+SHARD_MEMBER = re.compile(
+    r"^\.?(mid\.jpg|cap\.txt|sub\.txt|stats\.json|f\d\d\.jpg)$|\.(mid\.jpg|cap\.txt|sub\.txt)$"
+)
+SHARD_OWNER = "pipeline.shard_format"
+
+
+def test_only_the_shard_format_module_spells_shard_member_names() -> None:
+    """Swapping or extending the shard format must mean editing one module (docs/ARCHITECTURE.md)."""
+    wrong = []
+    for mod, path in project_modules().items():
+        if mod == SHARD_OWNER or mod.startswith("synthetic"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and SHARD_MEMBER.search(node.value)
+            ):
+                if not _is_prose(node.value):
+                    wrong.append(f"{mod}:{node.lineno} {node.value!r}")
+    assert not wrong, wrong
+
+
+def _is_prose(value: str) -> bool:
+    return "\n" in value or " " in value  # a docstring or message mentioning a member, not a name in use
+
+
+def test_the_shard_rule_sees_a_spelled_member_name() -> None:
+    assert (
+        SHARD_MEMBER.search("mid.jpg") and SHARD_MEMBER.search("K.cap.txt") and SHARD_MEMBER.search("f07.jpg")
+    )
+    assert not SHARD_MEMBER.search("frame.jpg") and not SHARD_MEMBER.search("video.mp4 is a file")
