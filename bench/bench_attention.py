@@ -24,8 +24,8 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from machine import machine_line
 
+from pipeline.machine import machine_line
 from trainer.model import CLIPViP, ClipViPConfig, VisionConfig
 from trainer.model.attention import reference_attention, vip_attention, vip_mask
 from trainer.model.encoder import CLIPEncoderLayer

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from machine import cpu_name, load_average
 from transformers import BlipConfig, Florence2Config
 from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
@@ -41,6 +40,7 @@ from captioner.ofa import OFA, GenerationConfig, OFAConfig, beam_search, large_c
 from captioner.ofa.generate import beam_search_encoded
 from captioner.ofa.interface import EncoderOut
 from captioner.ofa.preprocess import preprocess
+from pipeline.machine import cpu_name, load_average
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "bench" / "captioner.md"

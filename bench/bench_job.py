@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import machine_line
-
+from pipeline.machine import machine_line
 from synthetic.corpus import generate
 
 ROOT = Path(__file__).resolve().parent.parent

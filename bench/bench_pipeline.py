@@ -27,9 +27,9 @@ from pathlib import Path
 
 import av
 import numpy as np
-from machine import machine_line
 
 from pipeline.decode import FrameSpec, decode_video_clips
+from pipeline.machine import machine_line
 from pipeline.metadata import ClipRow
 from synthetic.stamp import draw_stamp, read_stamp
 

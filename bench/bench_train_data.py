@@ -37,9 +37,9 @@ from typing import Any
 import av
 import numpy as np
 import torch
-from machine import load_average, machine_line
 
 import trainer.data.shards as shard_data
+from pipeline.machine import load_average, machine_line
 from trainer.data.frames import jittered_indices, uniform_indices
 from trainer.data.shards import DecodeOptions, decode_sample, find_shard_tars, index_tar, needed_members
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import machine_line
+from pipeline.machine import machine_line
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAGMENTS = ROOT / "docs" / "bench"

@@ -47,6 +47,7 @@ from jobs.shard_stream import Progress, StreamConfig, estimate_shard_bytes, run_
 from pipeline.cli import UserError, run_cli, show_defaults  # noqa: E402
 from pipeline.extract import LockedError, lock_output, shards_to_do  # noqa: E402
 from pipeline.inputs import check_extract_inputs  # noqa: E402
+from pipeline.machine import machine_line  # noqa: E402
 from pipeline.metadata import open_subtitles  # noqa: E402
 from pipeline.plan import (  # noqa: E402
     DECODERS,
@@ -311,6 +312,7 @@ def _run_locked(
         "shards_this_run": progress.done_shards,
         "shards_already_complete": plan.num_shards - len(todo),
         "cluster": cluster,
+        "machine": f"driver: {machine_line()}",  # the rates above are the cluster's; this names its head
         "decoder": options.decoder,
     }
     if result is not None:
@@ -318,6 +320,7 @@ def _run_locked(
             decode_salvaged_shards=result.decode_salvaged,
             caption_salvaged_shards=result.caption_salvaged,
             captioner_actors_replaced=result.actors_replaced,
+            decode_tasks_cancelled=result.decode_cancelled,
         )
     finalize(out, plan, extra)
     summary = json.loads((out / "summary.json").read_text())

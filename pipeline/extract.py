@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from pipeline.cli import sigint_ignored, stop_pool_on_interrupt
 from pipeline.decode import ClipResult, FrameSpec, decode_video_clips
+from pipeline.machine import machine_line
 from pipeline.metadata import ClipRow, SubtitleStore, open_subtitles
 from pipeline.plan import ExtractOptions, Plan, ShardSpec, iter_shards, load_or_create_plan
 from pipeline.shard_format import shard_is_complete, shard_paths
@@ -289,6 +290,7 @@ def run_extract(args: ExtractArgs) -> dict[str, Any]:
             "clips_processed": processed,
             "clips_per_s": processed / wall if wall > 0 else None,
             "workers": workers,
+            "machine": machine_line(),  # where clips_per_s was measured
             "shard_errors": errors,
             "decoder": args.options.decoder,
         }

@@ -1,8 +1,6 @@
-"""The machine description every benchmark prints with its numbers (CPU model, cores, Python).
-
-Bench scripts run as `python bench/bench_<area>.py`, so this directory is on `sys.path` and they
-import it as `from machine import ...`.
-"""
+"""The machine a measurement ran on (CPU model, cores, Python, load): printed by every benchmark and
+recorded in the pipeline's and the caption job's summary.json, so a clips/s or images/s number always
+says where it was measured."""
 
 from __future__ import annotations
 
