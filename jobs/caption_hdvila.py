@@ -50,8 +50,6 @@ from pipeline.inputs import check_extract_inputs  # noqa: E402
 from pipeline.machine import machine_line  # noqa: E402
 from pipeline.metadata import open_subtitles  # noqa: E402
 from pipeline.plan import (  # noqa: E402
-    DECODERS,
-    LAYOUTS,
     ExtractOptions,
     PlanMismatchError,
     iter_shards,
@@ -69,30 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    io = p.add_argument_group("inputs and outputs (CONTRACTS §1, §3)")
-    io.add_argument("--metadata", nargs="+", required=True, help="HD-VILA metadata JSON-lines files or globs")
-    io.add_argument("--videos", required=True, help="video root")
-    io.add_argument("--out", required=True, help="output directory")
-    io.add_argument("--layout", choices=LAYOUTS, default=_DEFAULTS.layout)
-    io.add_argument(
-        "--subtitles",
-        help="JSON lines {clip_id, text}, Parquet with the same columns, or a folder of <video_id>.vtt/.srt files",
-    )
-    io.add_argument("--overwrite", action="store_true", help="start over: remove previous outputs in --out")
-    ex = p.add_argument_group("extraction")
-    ex.add_argument("--frames", type=int, default=_DEFAULTS.frames, help="sampled frames per clip (0: none)")
-    ex.add_argument(
-        "--frame-size", type=int, default=_DEFAULTS.frame_size, help="stored frame side (squashed)"
-    )
-    ex.add_argument("--shard-size", type=int, default=_DEFAULTS.shard_size, help="clips per shard")
-    ex.add_argument("--store-video", action="store_true", help="also store K.mp4 (3 fps, short side 240)")
-    ex.add_argument("--decoder", choices=DECODERS, default=_DEFAULTS.decoder)
-    ex.add_argument(
-        "--item-timeout",
-        type=float,
-        default=_DEFAULTS.item_timeout,
-        help="seconds one video may take to decode; its clips then fail with 'decode: timeout' (0: no limit)",
-    )
+    ExtractOptions.add_arguments(p)
     p.add_argument(
         "--captioner",
         default="ofa",
@@ -285,7 +260,7 @@ def _run_locked(
             print(f"[caption-job] cluster {cluster}; {cfg}", flush=True)
             specs = iter_shards(plan, only=todo)
             t_stream = time.monotonic()
-            result = run_stream(str(out), specs, args.videos, options, subtitles, cfg, progress)
+            result = run_stream(str(out), specs, str(args.videos), options, subtitles, cfg, progress)
             stream_s = time.monotonic() - t_stream
         finally:
             ray.shutdown()

@@ -7,12 +7,11 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from pipeline.cli import UserError, run_cli, show_defaults
 from pipeline.extract import ExtractArgs, LockedError, run_extract
 from pipeline.inputs import check_extract_inputs
-from pipeline.plan import DECODERS, LAYOUTS, ExtractOptions, PlanMismatchError
+from pipeline.plan import ExtractOptions, PlanMismatchError
 
 _D = ExtractOptions()
 
@@ -21,32 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("extract", help="extract middle/sampled frames into Parquet + WebDataset shards")
-    ex.add_argument("--metadata", nargs="+", required=True, help="HD-VILA jsonl part files or globs")
-    ex.add_argument("--videos", type=Path, required=True, help="video root (see --layout)")
-    ex.add_argument("--layout", choices=LAYOUTS, default=_D.layout, help="full videos or cut clips")
-    ex.add_argument("--out", type=Path, required=True, help="output directory (CONTRACTS §3)")
-    ex.add_argument(
-        "--subtitles",
-        type=Path,
-        default=None,
-        help="jsonl or parquet of {clip_id, text}, or a folder of <video_id>.vtt/.srt files (cut by clip span)",
-    )
-    ex.add_argument("--frames", type=int, default=_D.frames, help="sampled frames per clip (0: middle only)")
-    ex.add_argument("--frame-size", type=int, default=_D.frame_size, help="stored frame side (squashed)")
-    ex.add_argument("--shard-size", type=int, default=_D.shard_size, help="clips per shard")
+    ExtractOptions.add_arguments(ex)
     ex.add_argument("--workers", type=int, default=_D.workers, help="decoding processes")
-    ex.add_argument("--decoder", choices=DECODERS, default=_D.decoder, help="primary decoder")
-    ex.add_argument(
-        "--item-timeout",
-        type=float,
-        default=_D.item_timeout,
-        help="seconds one video may take to decode; its clips then fail with 'decode: timeout' (0: no limit)",
-    )
-    ex.add_argument("--store-video", action="store_true", help="also store K.mp4 (3 fps, short side 240)")
     ex.add_argument(
         "--retry-failed", action="store_true", help="redo only the failed clips of complete shards"
     )
-    ex.add_argument("--overwrite", action="store_true", help="discard previous outputs and start over")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     return show_defaults(ap)
 

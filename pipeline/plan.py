@@ -11,6 +11,7 @@ the inputs are now.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -63,6 +64,38 @@ class ExtractOptions:
         """Options from a parsed CLI namespace: every field the namespace has (same names), then `overrides`."""
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
         return cls(**{**given, **overrides})
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """The inputs, outputs and extraction options `pipeline extract` and the Ray job share (one place
+        for their flags, help and defaults; `from_args` reads them back)."""
+        d = ExtractOptions()
+        io = parser.add_argument_group("inputs and outputs (CONTRACTS §1, §3)")
+        io.add_argument("--metadata", nargs="+", required=True, help="HD-VILA jsonl part files or globs")
+        io.add_argument("--videos", type=Path, required=True, help="video root (see --layout)")
+        io.add_argument("--layout", choices=LAYOUTS, default=d.layout, help="full videos or cut clips")
+        io.add_argument("--out", type=Path, required=True, help="output directory (CONTRACTS §3)")
+        io.add_argument(
+            "--subtitles",
+            type=Path,
+            default=None,
+            help="jsonl or parquet of {clip_id, text}, or a folder of <video_id>.vtt/.srt files (cut by clip span)",
+        )
+        io.add_argument("--overwrite", action="store_true", help="discard previous outputs and start over")
+        ex = parser.add_argument_group("extraction")
+        ex.add_argument(
+            "--frames", type=int, default=d.frames, help="sampled frames per clip (0: middle only)"
+        )
+        ex.add_argument("--frame-size", type=int, default=d.frame_size, help="stored frame side (squashed)")
+        ex.add_argument("--shard-size", type=int, default=d.shard_size, help="clips per shard")
+        ex.add_argument("--decoder", choices=DECODERS, default=d.decoder, help="primary decoder")
+        ex.add_argument(
+            "--item-timeout",
+            type=float,
+            default=d.item_timeout,
+            help="seconds one video may take to decode; its clips then fail with 'decode: timeout' (0: no limit)",
+        )
+        ex.add_argument("--store-video", action="store_true", help="also store K.mp4 (3 fps, short side 240)")
 
     def validate(self) -> None:
         if self.layout not in LAYOUTS:
