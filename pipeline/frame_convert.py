@@ -52,15 +52,27 @@ def squash(a: np.ndarray, size: int) -> np.ndarray:
     return resize(a, size, size)
 
 
+# libx264's macroblock-tree rate control reads heap memory it never wrote on its AVX-512 path, so with it
+# the same frames gave different bytes depending on what the process had allocated before (seen as
+# MALLOC_PERTURB_ changing the output, and as two extractions in one process disagreeing). Without it
+# the output depends on the frames only; it costs ~20% more bytes at the same crf and PSNR.
+CLIP_VIDEO_X264_PARAMS = "mbtree=0"
+
+
 def encode_clip_video(frames: list[np.ndarray], fps: float) -> bytes:
-    """Encode display-orientation RGB frames as H.264 mp4 at `fps` (the --store-video K.mp4)."""
+    """Encode display-orientation RGB frames as H.264 mp4 at `fps` (the --store-video K.mp4); the same
+    frames give the same bytes (see CLIP_VIDEO_X264_PARAMS)."""
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
-        stream.codec_context.options = {"crf": "23", "preset": "veryfast"}
+        stream.codec_context.options = {
+            "crf": "23",
+            "preset": "veryfast",
+            "x264-params": CLIP_VIDEO_X264_PARAMS,
+        }
         for i, a in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(a, format="rgb24")
             vf.pts = i
