@@ -492,26 +492,38 @@ def main(
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    untrained = run.untrained(encoder.id)
     if not table_mode:
-        r = run.results[0]
-        print(
-            f"NMI {r.src} vs {r.tgt} ({r.encoder_id}, n={r.samples}/side x {r.repeats} draws, "
-            f"seed {r.seed}): {r.nmi_mean:.4f} +- {r.nmi_std:.4f}"
-        )
-        print("runs: " + " ".join(f"{v:.4f}" for v in r.nmi_runs))
-        print(detail_line(r))
-        for line in filter(None, [smaller_warning(run.results), _untrained_line(untrained)]):
-            print(line)
-        if args.out:
-            obj = {**r.to_json(), "untrained": bool(untrained), "untrained_models": untrained}
-            obj["sources"] = run.sources
-            _write_json(args.out, obj)
-            print(f"wrote {args.out}")
-        if args.plot:
-            plot_table(args.plot, run, encoder.id, cfg.kmeans.k)
-        return 0
+        return _report_pair(args, run, encoder.id, cfg)
+    return _report_table(args, run, pairs, encoder.id, cfg)
 
+
+def _report_pair(args: argparse.Namespace, run: TableRun, encoder_id: str, cfg: NmiConfig) -> int:
+    """One pair: the printed result, and the JSON / plot when asked for."""
+    untrained = run.untrained(encoder_id)
+    r = run.results[0]
+    print(
+        f"NMI {r.src} vs {r.tgt} ({r.encoder_id}, n={r.samples}/side x {r.repeats} draws, "
+        f"seed {r.seed}): {r.nmi_mean:.4f} +- {r.nmi_std:.4f}"
+    )
+    print("runs: " + " ".join(f"{v:.4f}" for v in r.nmi_runs))
+    print(detail_line(r))
+    for line in filter(None, [smaller_warning(run.results), _untrained_line(untrained)]):
+        print(line)
+    if args.out:
+        obj = {**r.to_json(), "untrained": bool(untrained), "untrained_models": untrained}
+        obj["sources"] = run.sources
+        _write_json(args.out, obj)
+        print(f"wrote {args.out}")
+    if args.plot:
+        plot_table(args.plot, run, encoder_id, cfg.kmeans.k)
+    return 0
+
+
+def _report_table(
+    args: argparse.Namespace, run: TableRun, pairs: list[tuple[str, str]], encoder_id: str, cfg: NmiConfig
+) -> int:
+    """Several pairs (or --all): the table, and its JSON, CSV and figure."""
+    untrained = run.untrained(encoder_id)
     print(format_table(run, pairs))
     if untrained:
         print(_untrained_line(untrained))
@@ -521,7 +533,7 @@ def main(
     out = args.out or Path("nmi_table.json")
     obj = {
         "encoder": args.encoder,
-        "encoder_id": encoder.id,
+        "encoder_id": encoder_id,
         "samples": cfg.samples,  # requested; each result's `samples` is the n per side it drew
         "repeats": cfg.repeats,
         "seed": cfg.seed,
@@ -540,7 +552,7 @@ def main(
     _write_json(out, obj)
     csv_path = args.csv or out.with_suffix(".csv")
     write_csv(csv_path, run)
-    written = [out, csv_path, plot_table(args.plot or out.with_suffix(".png"), run, encoder.id, cfg.kmeans.k)]
+    written = [out, csv_path, plot_table(args.plot or out.with_suffix(".png"), run, encoder_id, cfg.kmeans.k)]
     print("wrote " + ", ".join(map(str, written)))
     return 1 if run.errors else 0
 

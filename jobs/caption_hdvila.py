@@ -43,7 +43,7 @@ import ray.cloudpickle  # noqa: E402
 import captioner  # noqa: E402  (imports no model code)
 from captioner.options import add_captioner_options, captioner_options  # noqa: E402
 from jobs import caption_stages  # noqa: E402
-from jobs.shard_stream import Progress, StreamConfig, estimate_shard_bytes, run_stream  # noqa: E402
+from jobs.shard_stream import Progress, StreamConfig, StreamResult, estimate_shard_bytes, run_stream  # noqa: E402
 from pipeline.cli import UserError, run_cli, show_defaults  # noqa: E402
 from pipeline.extract import LockedError, lock_output, shards_to_do  # noqa: E402
 from pipeline.inputs import check_extract_inputs  # noqa: E402
@@ -51,6 +51,7 @@ from pipeline.machine import machine_line  # noqa: E402
 from pipeline.metadata import open_subtitles  # noqa: E402
 from pipeline.plan import (  # noqa: E402
     ExtractOptions,
+    Plan,
     PlanMismatchError,
     iter_shards,
     load_or_create_plan,
@@ -217,6 +218,42 @@ def run(args: argparse.Namespace) -> int:
         lock.close()
 
 
+def summary_fields(
+    wall: float,
+    stream_s: float,
+    progress: Progress,
+    plan: Plan,
+    todo: int,
+    cluster: dict[str, float],
+    options: ExtractOptions,
+    result: StreamResult | None,
+) -> dict[str, Any]:
+    """What this run adds to summary.json: its rates, the cluster, the machine and the fault counts."""
+    extra: dict[str, Any] = {
+        "runner": "ray",
+        "captioner_this_run": result.captioner_id if result is not None else None,
+        "wall_s": round(wall, 3),
+        "clips_processed": progress.done_clips,
+        "clips_per_s": round(progress.done_clips / wall, 3) if wall > 0 else None,
+        # Excludes Ray start-up and planning: the steady-state rate of the streaming stages.
+        "stream_s": round(stream_s, 3),
+        "stream_clips_per_s": round(progress.done_clips / stream_s, 3) if stream_s > 0 else None,
+        "shards_this_run": progress.done_shards,
+        "shards_already_complete": plan.num_shards - todo,
+        "cluster": cluster,
+        "machine": f"driver: {machine_line()}",  # the rates above are the cluster's; this names its head
+        "decoder": options.decoder,
+    }
+    if result is not None:
+        extra.update(
+            decode_salvaged_shards=result.decode_salvaged,
+            caption_salvaged_shards=result.caption_salvaged,
+            captioner_actors_replaced=result.actors_replaced,
+            decode_tasks_cancelled=result.decode_cancelled,
+        )
+    return extra
+
+
 def _run_locked(
     args: argparse.Namespace, out: Path, t0: float, cap_options: dict[str, Any], caption_size: int
 ) -> int:
@@ -274,29 +311,9 @@ def _run_locked(
                 flush=True,
             )
             return 1
-    wall = time.monotonic() - t0
-    extra: dict[str, Any] = {
-        "runner": "ray",
-        "captioner_this_run": result.captioner_id if result is not None else None,
-        "wall_s": round(wall, 3),
-        "clips_processed": progress.done_clips,
-        "clips_per_s": round(progress.done_clips / wall, 3) if wall > 0 else None,
-        # Excludes Ray start-up and planning: the steady-state rate of the streaming stages.
-        "stream_s": round(stream_s, 3),
-        "stream_clips_per_s": round(progress.done_clips / stream_s, 3) if stream_s > 0 else None,
-        "shards_this_run": progress.done_shards,
-        "shards_already_complete": plan.num_shards - len(todo),
-        "cluster": cluster,
-        "machine": f"driver: {machine_line()}",  # the rates above are the cluster's; this names its head
-        "decoder": options.decoder,
-    }
-    if result is not None:
-        extra.update(
-            decode_salvaged_shards=result.decode_salvaged,
-            caption_salvaged_shards=result.caption_salvaged,
-            captioner_actors_replaced=result.actors_replaced,
-            decode_tasks_cancelled=result.decode_cancelled,
-        )
+    extra = summary_fields(
+        time.monotonic() - t0, stream_s, progress, plan, len(todo), cluster, options, result
+    )
     finalize(out, plan, extra)
     summary = json.loads((out / "summary.json").read_text())
     print("[caption-job] done; summary:", json.dumps(summary, indent=2, sort_keys=True), flush=True)
