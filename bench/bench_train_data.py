@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -88,35 +88,29 @@ def make_shards(work: Path, videos: int, clips: int) -> Path:
     return out
 
 
+def read_all(tars: list[Path], members: Callable[..., set[str]]) -> Iterator[tuple[int, dict[str, bytes]]]:
+    """(index in its tar, the members ``members`` picks) of every sample; the index seeds its RNG."""
+    for tar in tars:
+        tix = index_tar(tar)
+        with open(tar, "rb") as fh:
+            for i in range(len(tix)):
+                yield i, tix.read(fh, i, members(tix.members[i], DEMO_DECODE))
+
+
 def decode_all(
     tars: list[Path], mp4_frames: Callable[..., np.ndarray], members: Callable[..., set[str]]
 ) -> list:
     saved = sample_data._mp4_frames
     sample_data._mp4_frames = mp4_frames  # decode_sample looks it up at call time
     try:
-        out = []
-        for tar in tars:
-            tix = index_tar(tar)
-            with open(tar, "rb") as fh:
-                for i in range(len(tix)):
-                    raw = tix.read(fh, i, members(tix.members[i], DEMO_DECODE))
-                    out.append(decode_sample(raw, DEMO_DECODE, random.Random(i)))
-        return out
+        return [decode_sample(raw, DEMO_DECODE, random.Random(i)) for i, raw in read_all(tars, members)]
     finally:
         sample_data._mp4_frames = saved
 
 
 def cached_decodes(tars: list[Path]) -> list[tuple[int, Any]]:
-    """What the decode cache holds after each sample's first draw (decode_whole of its needed members),
-    with the sample's index in its tar (decode_all's per-sample RNG seed)."""
-    out = []
-    for tar in tars:
-        tix = index_tar(tar)
-        with open(tar, "rb") as fh:
-            for i in range(len(tix)):
-                raw = tix.read(fh, i, needed_members(tix.members[i], DEMO_DECODE))
-                out.append((i, decode_whole(raw, DEMO_DECODE)))
-    return out
+    """What the decode cache holds after each sample's first draw (decode_whole of its needed members)."""
+    return [(i, decode_whole(raw, DEMO_DECODE)) for i, raw in read_all(tars, needed_members)]
 
 
 def _same(a: list, b: list) -> bool:
