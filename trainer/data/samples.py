@@ -192,7 +192,8 @@ class DecodedSample:
 
     def nbytes(self) -> int:
         image = 0 if self.image is None else self.image.nelement() * self.image.element_size()
-        return self.frames.nbytes + image + len(self.subtitle) + len(self.caption or "") + 200
+        texts = len(self.subtitle) + len(self.caption or "") + 200  # 200: the key and the objects
+        return self.frames.nbytes + image + texts
 
 
 def decode_whole(raw: dict[str, bytes], opt: DecodeOptions) -> DecodedSample:
