@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 from fractions import Fraction
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +25,21 @@ from pipeline import shard_format
 from synthetic.content import SceneRenderer, all_attributes, caption, random_scene, subtitle
 from trainer.config import load_config
 from trainer.data.frames import CLIP_MEAN, CLIP_STD, jittered_indices, uniform_indices
-from trainer.data.shards import (
+from trainer.data.samples import (
     CorruptSample,
+    DecodeCache,
+    DecodedSample,
     DecodeOptions,
     _mp4_frames,
-    build_shard_loader,
     decode_sample,
-    find_shard_tars,
-    index_tar,
+    decode_whole,
+    draw_sample,
     needed_members,
 )
+from trainer.data.shards import build_shard_loader, find_shard_tars, index_tar
 from trainer.model.tokenizer import build_tiny_tokenizer, load_clip_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # ------------------------------------------------------------------------------------- shard writing
 
@@ -304,3 +310,106 @@ def test_only_needed_members_are_read(shard_dir: Path) -> None:
             b = decode_sample(tix.read(fh, i, needed_members(tix.members[i], full)), full, random.Random(i))
             assert torch.equal(a["video"], b["video"]) and torch.equal(a["image"], b["image"])
             assert (a["subtitle"], a["caption"]) == (b["subtitle"], b["caption"])
+
+
+# ------------------------------------------------------------------------------------------- decode cache
+
+
+def _same_draw(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert torch.equal(a["video"], b["video"])  # bit-exact, not allclose
+    assert (a["image"] is None and b["image"] is None) or torch.equal(a["image"], b["image"])
+    assert (a["subtitle"], a["caption"]) == (b["subtitle"], b["caption"])
+
+
+def test_cached_decode_draws_equal_fresh_decodes(shard_dir: Path, tmp_path: Path) -> None:
+    """A draw from a cached decode is the fresh decode with the same RNG, for jittered mp4 draws, fixed mp4
+    and jpg frames, with and without a resize; corrupt samples fail with the same reason."""
+    moving = [f for f in scene_samples(1, 9, size=48, frames=10)[0]["frames"]]  # textured, resized below
+    extra = write_shard(
+        tmp_path / "00000.tar", [{"key": "big_1", "frames": moving, "mp4": encode_mp4(moving)}]
+    )
+    raws = []
+    for tar in [*find_shard_tars([str(shard_dir)]), extra]:
+        tix = index_tar(tar)
+        with open(tar, "rb") as fh:
+            raws += [tix.read(fh, i) for i in range(len(tix))]
+    options = [
+        DecodeOptions(4, 24, "auto", True, need_image=True, need_caption=True),
+        DecodeOptions(3, 32, "auto", True, need_image=False, need_caption=True),
+        DecodeOptions(4, 24, "mp4", False, need_image=True, need_caption=False),
+        DecodeOptions(5, 24, "jpg", True, need_image=True, need_caption=True),
+    ]
+    jittered = 0
+    for opt in options:
+        for raw in raws:
+            try:
+                cached = decode_whole(raw, opt)
+            except CorruptSample as e:
+                with pytest.raises(CorruptSample, match=re.escape(str(e))):
+                    decode_sample(raw, opt, random.Random(0))
+                continue
+            jittered += cached.jitter
+            for seed in range(4):
+                _same_draw(
+                    draw_sample(cached, opt, random.Random(seed)),
+                    decode_sample(raw, opt, random.Random(seed)),
+                )
+    assert jittered == 4  # the two mp4 clips under the two jittering options ...
+    big = decode_whole(raws[-1], options[0])
+    assert big.frames.shape == (10, 24, 24, 3)  # ... keep every frame, squashed once
+    videos = {draw_sample(big, options[0], random.Random(s))["video"].numpy().tobytes() for s in range(8)}
+    assert len(videos) > 1  # the draws do differ: the test above compared jittered positions
+
+
+def test_decode_cache_is_lru_and_capped() -> None:
+    def item(n: int) -> DecodedSample:
+        return DecodedSample(np.zeros((n, 8, 8, 3), np.uint8), True, None, "s", None)
+
+    cache = DecodeCache(max_bytes=3 * item(4).nbytes())
+    for k in "abc":
+        cache.put((k,), item(4))
+    assert cache.get(("a",)) is not None  # a is now the most recent
+    cache.put(("d",), item(4))  # evicts b, the least recent
+    assert cache.get(("b",)) is None and all(cache.get((k,)) is not None for k in "acd")
+    cache.put(("huge",), item(400))  # larger than the whole cache: not kept, nothing evicted
+    assert cache.get(("huge",)) is None and cache.used <= cache.max_bytes and cache.get(("c",)) is not None
+    cache.put(("bad",), "mp4 decodes to no frame")
+    assert cache.get(("bad",)) == "mp4 decodes to no frame"
+
+
+@pytest.mark.parametrize("cache_bytes", [2**20, 120_000])  # holds every sample / a few (evicts)
+def test_loader_with_decode_cache_yields_the_same_batches(
+    shard_dir: Path, tokenizer, cache_bytes: int
+) -> None:
+    cfg = _cfg(shard_dir, "--data.num_workers", "0")
+    plain, cached = (build_shard_loader(cfg, tokenizer, 0, 1, image_size=24) for _ in range(2))
+    cached.dataset.decode_cache_bytes = cache_bytes
+    for a, b in zip(islice(iter(plain), 20), islice(iter(cached), 20), strict=True):
+        assert a.keys == b.keys
+        for f in ("video", "image", "text_ids", "text_mask", "cap_ids", "cap_mask", "cap_valid"):
+            assert torch.equal(getattr(a, f), getattr(b, f)), f
+    hits, misses = cached.totals["decode_cache_hits"], cached.totals["decode_cache_misses"]
+    assert hits + misses == 20 * 4 + cached.totals["corrupt"] and hits > 0
+    assert misses > 20 if cache_bytes < 2**20 else misses <= 20  # 20 samples: evictions re-decode
+    assert plain.totals["corrupt"] == cached.totals["corrupt"] and plain.totals["decode_cache_hits"] == 0
+
+
+def test_decode_cache_config() -> None:
+    assert load_config(ROOT / "trainer" / "configs" / "tiny_cpu.yaml", []).data.decode_cache_mb > 0
+    assert load_config(None, []).data.decode_cache_mb == 0  # off by default: real corpora see a clip rarely
+    with pytest.raises(ValueError, match="decode_cache_mb"):
+        load_config(None, ["--data.decode_cache_mb", "-1"])
+
+
+def test_decode_cache_remembers_corrupt_samples(tmp_path: Path, tokenizer) -> None:
+    """A corrupt sample is decoded once, then skipped from its cached reason, counted on every draw."""
+    samples = scene_samples(3, 5, prefix="c")
+    samples[1]["raw"] = {"mid.jpg": b"\xff\xd8 not a jpeg"}
+    write_shard(tmp_path / "shards" / "00000.tar", samples)
+    cfg = _cfg(tmp_path, "--data.num_workers", "0", "--data.num_frames", "2")
+    plain, cached = (build_shard_loader(cfg, tokenizer, 0, 1, image_size=32) for _ in range(2))
+    cached.dataset.decode_cache_bytes = 2**20
+    for a, b in zip(islice(iter(plain), 4), islice(iter(cached), 4), strict=True):
+        assert a.keys == b.keys and "c0001_5" not in a.keys and torch.equal(a.video, b.video)
+    assert cached.totals["corrupt"] == plain.totals["corrupt"] > 1
+    assert cached.totals["decode_cache_misses"] == 3

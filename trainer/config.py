@@ -150,6 +150,9 @@ class DataSection:
     missing_caption: str = "mask"  # "mask": keep the sample, caption terms skip it; "drop": skip the sample
     shards_in_flight: int = 4  # shards each worker interleaves (samples of one video sit together in a shard)
     exclude_keys: str = ""  # file with one sample key per line to leave out (held-out clips)
+    # >0: per-worker cache (MiB) of each sample's decoded, squashed frames, so a redraw only samples positions
+    # (same tensors). Pays off when each clip is drawn many times (small sets, fine-tuning, the demo).
+    decode_cache_mb: int = 0
     retrieval: RetrievalDataConfig = field(default_factory=RetrievalDataConfig)  # for kind == "retrieval"
 
 
@@ -221,6 +224,8 @@ def validate(cfg: TrainConfig) -> None:
     choice("schedule.kind", cfg.schedule.kind, ("cosine", "linear", "constant"))
     if cfg.data.batch_size < 1:
         raise ValueError("data.batch_size must be >= 1")
+    if cfg.data.decode_cache_mb < 0:
+        raise ValueError("data.decode_cache_mb must be >= 0 (0: no decode cache)")
     if cfg.model.clip2video and cfg.model.video_head != "clip2video":
         raise ValueError("model.clip2video is set but model.video_head is not 'clip2video'")
     if (cfg.model.clip2video or {}).get("tab") and cfg.loss != "vs":

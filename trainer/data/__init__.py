@@ -1,2 +1,3 @@
-"""Training and evaluation data: the pipeline's shards as CLIP-ViP batches (`shards`), downstream
-retrieval sets (`retrieval`), and the frame decoding and preprocessing both use (`frames`)."""
+"""Training and evaluation data: the pipeline's shards as CLIP-ViP batches (`shards`; one sample's decode
+and the decode cache in `samples`), downstream retrieval sets (`retrieval`), and the frame decoding and
+preprocessing both use (`frames`)."""

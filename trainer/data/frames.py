@@ -118,18 +118,28 @@ def _decode_positions(path: Path, positions: list[int], num_frames: int, rng: ra
     return [got[i] for i in wanted]
 
 
-def preprocess(frames: np.ndarray, image_size: int) -> torch.Tensor:
-    """uint8 ``[T,H,W,3]`` -> float ``[T,3,S,S]``: squash-resize (bicubic, aspect not kept, as CLIP-ViP),
-    scale to [0,1], CLIP mean/std normalisation."""
+def squash(frames: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 ``[T,H,W,3]`` -> uint8 ``[T,S,S,3]``: squash-resize (bicubic, aspect not kept, as CLIP-ViP)."""
     out = np.empty((len(frames), image_size, image_size, 3), dtype=np.uint8)
     for i, f in enumerate(frames):
         img = Image.fromarray(f)
         if img.size != (image_size, image_size):
             img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
         out[i] = np.asarray(img)
+    return out
+
+
+def normalize(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``[T,S,S,3]`` -> float ``[T,3,S,S]``: scale to [0,1], CLIP mean/std normalisation."""
     # numpy, not torch: tiny torch ops pay intra-op thread start-up, which dominates in loader workers.
-    x = (out.astype(np.float32) / 255.0 - _MEAN) / _STD
+    x = (frames.astype(np.float32) / 255.0 - _MEAN) / _STD
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def preprocess(frames: np.ndarray, image_size: int) -> torch.Tensor:
+    """uint8 ``[T,H,W,3]`` -> float ``[T,3,S,S]``: ``squash`` then ``normalize`` (each frame on its own, so
+    squashing a clip's frames once and normalising any subset later gives the same tensor)."""
+    return normalize(squash(frames, image_size))
 
 
 def load_clip(

@@ -15,54 +15,54 @@ restored. A stream's state is one integer, the number of draws so far; resuming 
 without reading any data. DataLoader workers serve batches round-robin, so worker ``w`` plays stream
 ``(w + step) mod S`` after a resume at ``step``: batch ``k`` always comes from stream ``k mod S``.
 
-Frames: from ``K.mp4`` when present (``frame_source: auto``), with CLIP-ViP's endpoint jitter
-(``interval = int(n/(T-1))``, ``start ~ U{0..interval}``, ``end ~ U{n-1-interval..n-1}``, ``linspace``),
-else the pre-sampled ``K.fNN.jpg`` (``floor(linspace)`` over them when T differs). Squash to the model's
-image size, CLIP normalisation, no augmentation (the CLIP-ViP paper and official code).
+Frames, decoding and the decode cache: ``trainer.data.samples``.
 
 Missing captions (no ``K.cap.txt`` or an empty one) never become the text "None": with
 ``missing_caption: mask`` the sample is kept and ``Batch.cap_valid`` is False for it, so the caption terms of
 the loss skip it (trainer.loop.losses); with ``drop`` the sample is skipped. Corrupt samples (undecodable JPEG or
 MP4, missing parts, bad UTF-8) are logged, counted and skipped; batches are always full.
+
 """
 
 from __future__ import annotations
 
 import glob
-import io
 import logging
-import os
 import random
 import tarfile
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import astuple, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import av
 import numpy as np
 import torch
-from av.video.reformatter import VideoReformatter
-from PIL import Image
 
-from pipeline.shard_format import (
-    CAPTION,
-    MIDDLE,
-    SUBTITLE,
-    VIDEO,
-    TarIndex,
-    complete_shard_tars,
-    frame_exts,
-    index_tar,
-)
+from pipeline.shard_format import TarIndex, complete_shard_tars, index_tar
 from trainer.config import needs_caption, needs_frame
 from trainer.data.batch import Batch
-from trainer.data.frames import jittered_indices, preprocess, uniform_indices
+from trainer.data.samples import (
+    CorruptSample,
+    DecodeCache,
+    DecodeOptions,
+    decode_sample,
+    decode_whole,
+    draw_sample,
+    needed_members,
+)
 
 log = logging.getLogger(__name__)
 
-COUNTERS = ("corrupt", "missing_caption_masked", "missing_caption_dropped", "excluded")
+COUNTERS = (
+    "corrupt",
+    "missing_caption_masked",
+    "missing_caption_dropped",
+    "excluded",
+    "decode_cache_hits",  # draws served by the decode cache (data.decode_cache_mb), no read, no decode
+    "decode_cache_misses",
+)
 
 
 # ------------------------------------------------------------------------------------------ shard discovery
@@ -167,110 +167,6 @@ class SampleStream:
             self.next()
 
 
-# ------------------------------------------------------------------------------------------- sample decode
-
-
-class CorruptSample(ValueError):
-    pass
-
-
-@dataclass
-class DecodeOptions:
-    num_frames: int
-    image_size: int
-    frame_source: str  # auto | jpg | mp4
-    jitter: bool
-    need_image: bool
-    need_caption: bool
-
-
-def _jpeg(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-# One reformatter per process: `VideoFrame.to_ndarray(format=...)` builds a new swscale context for
-# every frame (most of the conversion's cost); this one keeps it. Same scaler, same pixels. Keyed by
-# pid: a context inherited through fork (DataLoader workers) can hang on its parent's threads.
-_RGB: dict[int, VideoReformatter] = {}
-
-
-def _reformatter() -> VideoReformatter:
-    return _RGB.setdefault(os.getpid(), VideoReformatter())
-
-
-def _mp4_frames(data: bytes, num_frames: int, rng: random.Random | None) -> np.ndarray:
-    """The clip's sampled frames as RGB. Every frame is decoded (the sampling rule needs the count and
-    a frame needs the ones before it), but only the sampled ones are converted to RGB."""
-    with av.open(io.BytesIO(data), mode="r") as c:
-        if not c.streams.video:
-            raise CorruptSample("mp4 has no video stream")
-        frames = list(c.decode(c.streams.video[0]))
-        if not frames:
-            raise CorruptSample("mp4 decodes to no frame")
-        idx = (
-            jittered_indices(len(frames), num_frames, rng)
-            if rng is not None
-            else uniform_indices(len(frames), num_frames)
-        )
-        rgb = {i: _reformatter().reformat(frames[i], format="rgb24").to_ndarray() for i in set(idx)}
-    return np.stack([rgb[i] for i in idx])
-
-
-def _text(raw: dict[str, bytes], ext: str) -> str | None:
-    if ext not in raw:
-        return None
-    try:
-        return raw[ext].decode("utf-8").strip()
-    except UnicodeDecodeError as e:
-        raise CorruptSample(f"{ext}: not UTF-8") from e
-
-
-def needed_members(exts: Iterable[str], opt: DecodeOptions) -> set[str]:
-    """The members `decode_sample` will use: the stored frames only when no clip replaces them, the
-    middle frame and the caption only when the loss needs them (the rest is never read)."""
-    exts = set(exts)
-    uses_video = VIDEO in exts and opt.frame_source in ("auto", "mp4")
-    wanted = {SUBTITLE} | ({VIDEO} if uses_video else set(frame_exts(exts)))
-    return wanted | ({MIDDLE} if opt.need_image else set()) | ({CAPTION} if opt.need_caption else set())
-
-
-def decode_sample(raw: dict[str, bytes], opt: DecodeOptions, rng: random.Random) -> dict[str, Any]:
-    """-> video [T,3,S,S], image [1,3,S,S] | None, subtitle str, caption str | None. Raises CorruptSample."""
-    try:
-        frame_keys = frame_exts(raw)
-        use_mp4 = VIDEO in raw and opt.frame_source in ("auto", "mp4")
-        if opt.frame_source == "mp4" and VIDEO not in raw:
-            raise CorruptSample(f"no {VIDEO} (data.frame_source is 'mp4')")
-        if use_mp4:
-            frames = _mp4_frames(raw[VIDEO], opt.num_frames, rng if opt.jitter else None)
-        elif frame_keys:
-            picks = uniform_indices(len(frame_keys), opt.num_frames)
-            decoded = {k: _jpeg(raw[k]) for k in {frame_keys[i] for i in picks}}
-            frames = np.stack([decoded[frame_keys[i]] for i in picks])
-        else:
-            raise CorruptSample(f"no frames (no sampled frame jpgs and no {VIDEO})")
-        image = None
-        if opt.need_image:
-            if MIDDLE not in raw:
-                raise CorruptSample(f"no {MIDDLE}")
-            image = preprocess(_jpeg(raw[MIDDLE])[None], opt.image_size)
-        subtitle = _text(raw, SUBTITLE)
-        if subtitle is None:
-            raise CorruptSample(f"no {SUBTITLE}")
-        caption = _text(raw, CAPTION) if opt.need_caption else None
-        return {
-            "video": preprocess(frames, opt.image_size),
-            "image": image,
-            "subtitle": subtitle,
-            "caption": caption or None,  # empty caption == not captioned
-        }
-    except CorruptSample:
-        raise
-    except Exception as e:  # PIL / PyAV raise many types on corrupt bytes
-        raise CorruptSample(f"{type(e).__name__}: {e}") from e
-
-
 # -------------------------------------------------------------------------------------------- the dataset
 
 
@@ -298,11 +194,13 @@ class ShardStreamDataset(torch.utils.data.IterableDataset):
         spec: StreamSpec,
         in_flight: int,
         exclude: frozenset[str] = frozenset(),
+        decode_cache_bytes: int = 0,
     ) -> None:
         super().__init__()
         self.tars, self.tokenizer, self.batch_size = tars, tokenizer, batch_size
         self.max_text_len, self.vid_txt, self.missing_caption = max_text_len, vid_txt, missing_caption
         self.opt, self.spec, self.in_flight, self.exclude = opt, spec, in_flight, exclude
+        self.decode_cache_bytes = decode_cache_bytes
 
     def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
@@ -316,7 +214,8 @@ class ShardStreamDataset(torch.utils.data.IterableDataset):
         index = _IndexCache(self.tars)
         stream = SampleStream(index, spec.seed, stream_id, self.in_flight)
         stream.skip_to(spec.positions[s])
-        handles: dict[int, Any] = {}
+        handles: dict[int, BinaryIO] = {}
+        cache = DecodeCache(self.decode_cache_bytes) if self.decode_cache_bytes > 0 else None
         counts = dict.fromkeys(COUNTERS, 0)
         try:
             while True:
@@ -335,10 +234,8 @@ class ShardStreamDataset(torch.utils.data.IterableDataset):
                     # Per-sample RNG from the draw position: jitter is reproducible after a resume.
                     rng = random.Random(f"{spec.seed}-{stream_id}-{stream.pos}")
                     try:
-                        if shard not in handles:
-                            handles[shard] = open(tix.path, "rb")  # noqa: SIM115 (kept open across draws)
-                        raw = tix.read(handles[shard], i, needed_members(tix.members[i], self.opt))
-                        sample = decode_sample(raw, self.opt, rng)
+                        opener = partial(_handle, handles, shard, tix.path)
+                        sample = self._draw(tix, i, opener, cache, counts, rng)
                     except (CorruptSample, OSError) as e:
                         counts["corrupt"] += 1
                         if counts["corrupt"] <= 20 or counts["corrupt"] % 1000 == 0:
@@ -355,6 +252,36 @@ class ShardStreamDataset(torch.utils.data.IterableDataset):
         finally:
             for fh in handles.values():
                 fh.close()
+
+    def _draw(
+        self,
+        tix: TarIndex,
+        i: int,
+        handle: Callable[[], BinaryIO],
+        cache: DecodeCache | None,
+        counts: dict[str, int],
+        rng: random.Random,
+    ) -> dict[str, Any]:
+        """Sample ``i`` of ``tix`` for one draw: from the decode cache when it holds it (a corrupt sample's
+        reason too), else read (only the members needed) and decoded."""
+        if cache is None:
+            return decode_sample(
+                tix.read(handle(), i, needed_members(tix.members[i], self.opt)), self.opt, rng
+            )
+        ckey = (str(tix.path), tix.keys[i], astuple(self.opt))
+        entry = cache.get(ckey)
+        counts["decode_cache_misses" if entry is None else "decode_cache_hits"] += 1
+        if entry is None:
+            try:
+                entry = decode_whole(
+                    tix.read(handle(), i, needed_members(tix.members[i], self.opt)), self.opt
+                )
+            except CorruptSample as e:  # the same bytes fail the same way: remember why, read them no more
+                entry = str(e)
+            cache.put(ckey, entry)
+        if isinstance(entry, str):
+            raise CorruptSample(entry)
+        return draw_sample(entry, self.opt, rng)
 
     def _collate(self, items: list[tuple[str, dict[str, Any]]], s: int, pos: int, counts: dict) -> Batch:
         samples = [x for _, x in items]
@@ -447,6 +374,13 @@ class ShardLoader:
         self.totals.update({k: int(v) for k, v in state.get("totals", {}).items()})
 
 
+def _handle(handles: dict[int, BinaryIO], shard: int, path: Path) -> BinaryIO:
+    """The open file of ``shard`` (kept open across draws; the stream closes those it no longer draws from)."""
+    if shard not in handles:
+        handles[shard] = open(path, "rb")  # noqa: SIM115
+    return handles[shard]
+
+
 def _round_robin_inline(ds: ShardStreamDataset) -> Iterator[Batch]:
     """num_workers == 0: play the streams in the main process, in the DataLoader's round-robin order."""
     spec = ds.spec
@@ -500,6 +434,7 @@ def build_shard_loader(
         spec,
         d.shards_in_flight,
         read_exclude(d.exclude_keys),
+        d.decode_cache_mb * 2**20,
     )
     log.info("rank %d/%d: %d shard tars, %d streams", rank, world_size, len(tars), streams)
     return ShardLoader(ds, d.num_workers, pin_memory)
