@@ -57,11 +57,10 @@ class CaptionRun:
         s = self.summary or {}
         ms = float(np.mean(self.caption_ms)) if self.caption_ms else None
         cluster = s.get("cluster")
-        machine = s.get("machine") or (
-            f"Ray cluster resources {cluster} (CPU model not recorded in summary.json)"
-            if cluster
-            else ("not recorded in summary.json" if self.summary else "unknown (no summary.json)")
-        )
+        parts = [s.get("machine") or "CPU model not recorded in summary.json"]
+        if cluster:  # the Ray job: its summary names the driver; the rates are the cluster's
+            parts.append(f"Ray cluster resources {cluster}")
+        machine = "; ".join(parts) if self.summary else "unknown (no summary.json)"
         return {
             "caption_images_per_s": (1000.0 / ms) if ms else None,
             "caption_ms_per_image": ms,
