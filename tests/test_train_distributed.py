@@ -75,6 +75,9 @@ def _worker(rank: int, port: int, out: str) -> None:
             total.backward()
             grads = {n: p.grad.detach().clone() for n, p in model.module.named_parameters()}
             torch.save({"loss": total.detach(), "grads": grads}, f"{out}/case{case}_rank{rank}.pt")
+        # As the trainer does before tearing down: no rank closes its gloo pairs while the other still
+        # uses them (seen once under load: "terminate called without an active exception", SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -85,8 +88,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _spawn_ranks(out: Path) -> None:
+    """Run the ranks. Under load, gloo's teardown in torch 2.13 sometimes aborts a rank AFTER the final
+    barrier ("terminate called without an active exception"); the results were all written by then, so
+    that is not what this test is about. Any exit before every rank's results exist is a failure."""
+    expected = [out / f"case{c}_rank{r}.pt" for c in range(len(SIZES)) for r in range(WORLD)]
+    try:
+        mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    except mp.ProcessExitedException:
+        if not all(p.is_file() for p in expected):
+            raise
+
+
 def test_two_gloo_ranks_equal_single_process_full_batch(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    _spawn_ranks(tmp_path)
     model = _Towers()
     ref = _loss(model, _data(), lambda x: x)
     ref.backward()
