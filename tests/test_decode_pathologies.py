@@ -187,3 +187,41 @@ def test_corpus_cli_writes_and_checks_the_pathologies(
     report = json.loads(capsys.readouterr().out)
     assert report["pyav"] == [] and report["decord"] == [] and "b_frames.avi" in report["files"]
     assert (tmp_path / "pathologies" / TRUTH).is_file()
+
+
+def _described(c: av.container.InputContainer) -> dict:
+    s = c.streams.video[0]
+    cc = s.codec_context
+    return {
+        "rate": s.average_rate,
+        "start": s.start_time,
+        "duration": s.duration,
+        "time_base": s.time_base,
+        "size": (cc.width, cc.height),
+        "reorders": bool(cc.has_b_frames),
+        "sar": s.sample_aspect_ratio,
+        "extradata": cc.extradata,
+        "codec": cc.name,
+    }
+
+
+def test_the_open_probe_describes_every_pathology_as_a_full_probe_does(corpus: tuple[Path, dict]) -> None:
+    """open_video skips decoding in FFmpeg's probe only where that changes nothing the reader reads; a
+    header-only probe elsewhere would (NUT: no start time; an SPS without bitstream restriction: no
+    reorder flag), so those files must get the full probe."""
+    root, truth = corpus
+    skipped = []
+    for name in truth:
+        path = str(root / name)
+        with av.open(path) as full, pipeline.pyav_reader.open_video(path) as ours:
+            if not full.streams.video:
+                continue
+            described = _described(full)
+            assert _described(ours) == described, name
+            if ours.options:
+                skipped.append(name)
+        with av.open(path, options={"skip_frame": "all"}) as header_only:
+            if name.endswith(".nut"):
+                assert _described(header_only)["start"] != described["start"], name
+    assert "open_gop.mp4" in skipped and "vfr.mp4" in skipped  # mp4 H.264 with B-frames: headers only
+    assert not any(n.endswith((".nut", ".avi", ".mkv")) for n in skipped)
