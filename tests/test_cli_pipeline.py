@@ -130,6 +130,12 @@ def test_help_shows_defaults() -> None:
     assert "(default: 0)" in text  # --seed
 
 
+def _terminal_sigint() -> None:
+    """Ctrl-C as a terminal delivers it: a shell that runs the tests in the background (`... &`) starts
+    them with SIGINT ignored, which the CLI would inherit and never see the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(path_glob: tuple[Path, str], proc: subprocess.Popen, timeout: float = 60) -> None:
     root, pattern = path_glob
     deadline = time.monotonic() + timeout
@@ -152,6 +158,7 @@ def test_ctrl_c_in_extract_is_one_line_and_the_rerun_resumes(tmp_path: Path) -> 
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_terminal_sigint,
     )
     _wait_for((out / "shards", "*.stats.json"), proc)
     os.killpg(proc.pid, signal.SIGINT)
@@ -174,7 +181,7 @@ def test_ctrl_c_in_the_corpus_generator_and_the_rerun(tmp_path: Path) -> None:
     args += ["--downstream", "0", "0", "0"]
     proc = subprocess.Popen(
         [sys.executable, *args], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+        text=True, start_new_session=True, preexec_fn=_terminal_sigint,
     )  # fmt: skip
     _wait_for((out / "videos", "*.mp4"), proc)
     os.killpg(proc.pid, signal.SIGINT)
