@@ -13,7 +13,7 @@ Every frame carries its index within its file (`synthetic.stamp`), and truth.jso
 frames the selection rules of CONTRACTS §2 must pick, computed here from the exact frame times. Span
 boundaries lie half a frame away from any frame time and every middle point is at least 1 ms closer
 to one frame than to any other, so float rounding in a reader cannot change the right answer.
-Output is deterministic by seed (libx264 runs single-threaded; files are bitwise identical).
+Output is deterministic by seed (libx264 runs single-threaded and without mbtree; files are bitwise identical).
 """
 
 from __future__ import annotations

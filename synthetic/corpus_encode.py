@@ -16,6 +16,7 @@ import av
 import numpy as np
 
 from pipeline.cli import sigint_ignored, stop_pool_on_interrupt
+from pipeline.frame_convert import CLIP_VIDEO_X264_PARAMS
 from synthetic.content import Scene, SceneRenderer, background
 from synthetic.corpus_plan import CorpusConfig, VideoPlan
 from synthetic.stamp import band_top, draw_stamp
@@ -86,6 +87,7 @@ def encode_video(
                 "bf": str(cfg.bframes),
                 "sc_threshold": "0",  # keyframes only every `gop` frames, so seeks must decode far
                 "threads": "1",  # x264 is bitwise deterministic only single-threaded
+                "x264-params": CLIP_VIDEO_X264_PARAMS,  # ... and without mbtree (see there)
             },
         )
         stream.codec_context.time_base = time_base

@@ -6,7 +6,11 @@ import csv
 import hashlib
 import io
 import json
+import os
+import platform
 import re
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from synthetic.stamp import MAX_INDEX, band_top, draw_stamp, read_stamp
 
 SPAN_RE = re.compile(r"^(\d{2}):(\d{2}):(\d{2})\.(\d{3})$")
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- helpers: an independent reading of the files --------------------------------------------------
@@ -348,6 +353,34 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     assert digest_a == tree_digest(b.root)
     assert a.load_truth()["clips"] != c.load_truth()["clips"]
     assert digest_a["videos/" + a.video_ids[0] + ".mp4"] not in tree_digest(c.root).values()
+
+
+_CORPUS_DIGEST = """
+import hashlib, sys
+from pathlib import Path
+from synthetic.corpus import generate
+m = generate(Path(sys.argv[1]), 2, 2, seed=3, downstream_videos=(1, 0, 0), clip_seconds=(1.0, 1.5))
+print(" ".join(hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(m.root.rglob("*.mp4"))))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="MALLOC_PERTURB_ is a glibc malloc setting")
+def test_bytes_do_not_depend_on_leftover_heap_contents(tmp_path: Path) -> None:
+    """libx264's mbtree read heap memory it never wrote (docs: pipeline/frame_convert.py), so the corpus,
+    and every demo number computed from it, changed between runs; MALLOC_PERTURB_ makes that visible."""
+    digests = []
+    for fill in ("1", "200"):
+        r = subprocess.run(
+            [sys.executable, "-c", _CORPUS_DIGEST, str(tmp_path / fill)],
+            cwd=ROOT,
+            env={**os.environ, "MALLOC_PERTURB_": fill},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        digests.append(r.stdout.split())
+    assert len(digests[0]) == 2 + 2 * 2 + 1 and digests[0] == digests[1]
 
 
 def test_overwrite_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
