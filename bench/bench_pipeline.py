@@ -116,16 +116,26 @@ def stored(fn: Callable[[Path, int], np.ndarray]) -> Callable[[Path, int], np.nd
     return run
 
 
+def _seek(
+    c: av.container.InputContainer, i: int, seek: bool = True
+) -> tuple[av.video.stream.VideoStream, int]:
+    """One decoding thread, the demuxer at the keyframe before frame i (seek) or at the start;
+    returns (stream, pts of frame i)."""
+    v = c.streams.video[0]
+    v.codec_context.thread_type = "NONE"
+    v.codec_context.thread_count = 1
+    pts = round(Fraction(i, FPS) / Fraction(v.time_base or 1))
+    if seek:
+        c.seek(pts, backward=True, stream=v)
+    return v, pts
+
+
 def m_reference_floor(path: Path, i: int) -> np.ndarray:
     """The least exact work without knowing which references a frame uses: seek, decode only reference
     pictures and the target, stop once it is fed (no checks, no retries; the pipeline's open)."""
     with open_video(str(path)) as c:
-        v = c.streams.video[0]
+        v, pts = _seek(c, i)
         cc = v.codec_context
-        cc.thread_type = "NONE"
-        cc.thread_count = 1
-        pts = round(Fraction(i, FPS) / Fraction(v.time_base or 1))
-        c.seek(pts, backward=True, stream=v)
         for p in c.demux(v):
             if p.size == 0:
                 break
@@ -143,12 +153,8 @@ def m_reference_floor(path: Path, i: int) -> np.ndarray:
 def _decode_work(path: Path, i: int, skip: Literal["DEFAULT", "NONREF", "BIDIR"]) -> float:
     """CPU seconds to decode from the keyframe before frame i through its packet, skipping `skip`."""
     with av.open(str(path)) as c:
-        v = c.streams.video[0]
+        v, pts = _seek(c, i)
         cc = v.codec_context
-        cc.thread_type = "NONE"
-        cc.thread_count = 1
-        pts = round(Fraction(i, FPS) / Fraction(v.time_base or 1))
-        c.seek(pts, backward=True, stream=v)
         cc.skip_frame = skip
         c0 = cpu()
         for p in c.demux(v):
@@ -171,12 +177,7 @@ def decode_shares(path: Path, idx: list[int]) -> tuple[float, float]:
 def _decode_to(path: Path, i: int, seek: bool) -> np.ndarray:
     """Single-threaded PyAV: decode every frame (from the keyframe before frame i, or from the start)."""
     with av.open(str(path)) as c:
-        v = c.streams.video[0]
-        v.codec_context.thread_type = "NONE"
-        v.codec_context.thread_count = 1
-        pts = round(Fraction(i, FPS) / Fraction(v.time_base or 1))
-        if seek:
-            c.seek(pts, backward=True, stream=v)
+        v, pts = _seek(c, i, seek)
         for f in c.decode(v):
             if f.pts == pts:
                 return f.to_ndarray(format="rgb24")
